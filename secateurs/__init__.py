@@ -1,0 +1,23 @@
+"""secateurs: prune PyTorch networks and show what happened.
+
+Example:
+    >>> import secateurs as sc, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    >>> result = sc.prune(net, sparsity=0.75)
+    >>> round(sc.sparsity(net), 2)
+    0.75
+"""
+
+from . import criteria
+from .analysis import sparsity, summary
+from .errors import PruningError
+from .export import load, save
+from .masking import finalize, masks, restore
+from .pruning import PruneResult, prune, score
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PruneResult", "PruningError", "criteria", "finalize", "load", "masks", "prune",
+    "restore", "save", "score", "sparsity", "summary",
+]

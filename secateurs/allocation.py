@@ -1,0 +1,232 @@
+"""Scores -> masks: local and global scope, per-layer targets, collapse guard.
+
+Everything here works on flat score tensors, one per layer, and chooses exactly
+how many entries each layer loses:
+
+- *local*: layer ``l`` loses ``round(p_l · n_l)`` entries, its lowest scores.
+- *global*: the pool of layers loses ``round(p · Σ n_l)`` entries, the lowest
+  scores of the whole pool, so layers end with different sparsities.
+
+Ties are broken deterministically: among equal scores, earlier layers (in model
+order) and lower flat indices are pruned first. Entries already pruned keep
+being pruned (they sort below every score), so pruning again compounds.
+
+The global threshold is found without concatenating the scores: a two-level
+radix select over order-preserving 32-bit integer keys of the float32 scores
+(65,536 buckets on the high 16 bits, then on the low 16 bits inside the one
+bucket that holds the threshold). Keys come from a :data:`KeyFn` that yields
+each layer's keys chunk by chunk and is called once per pass, so the extra
+memory is the bool masks plus a few chunk-sized temporaries, whatever the
+model's size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+_BINS = 1 << 16
+CHUNK = 1 << 18
+"""Entries per chunk: layers are scored and keyed in flat chunks of this size."""
+FORCED = torch.iinfo(torch.int32).min  # key of an entry that is already pruned
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One layer's allocation problem.
+
+    Attributes:
+        numel: number of groups (entries) in the layer.
+        sparsity: the layer's own target, or ``None`` to join the global pool.
+        min_keep: entries that must survive (collapse guard).
+        current: flat bool keep-mask already on the layer, or ``None``.
+    """
+
+    numel: int
+    sparsity: float | None
+    min_keep: int = 0
+    current: Tensor | None = None
+
+    @cached_property
+    def forced(self) -> int:
+        """Entries already pruned (they stay pruned)."""
+        return 0 if self.current is None else self.numel - int(torch.count_nonzero(self.current))
+
+    @property
+    def cap(self) -> int:
+        """Most entries this layer may lose."""
+        return max(self.numel - self.min_keep, self.forced)
+
+
+def count(sparsity: float, numel: int) -> int:
+    """Entries removed for ``sparsity`` of ``numel``: the product rounded half up."""
+    return int(math.floor(sparsity * numel + 0.5))
+
+
+def min_keep(min_density: float, numel: int) -> int:
+    """Entries a layer keeps at least under ``min_density`` (rounded up)."""
+    return min(numel, int(math.ceil(min_density * numel - 1e-9)))
+
+
+def to_keys(scores: Tensor, nonnegative: bool = False, owned: bool = False) -> Tensor:
+    """Order-preserving int32 keys of float scores: ``a < b`` iff ``key(a) < key(b)``.
+
+    Args:
+        scores: any float tensor (flattened here).
+        nonnegative: every score is ``>= 0``; the float bits are then already ordered.
+        owned: the caller gives ``scores`` up, so the keys may reuse its memory.
+
+    Example:
+        >>> k = to_keys(torch.tensor([-2.0, -0.0, 0.0, 1.5]))
+        >>> bool((k[1:] >= k[:-1]).all()), int(k[1] == k[2])
+        (True, 1)
+    """
+    s = scores.reshape(-1).to(torch.float32)
+    if not owned and s.data_ptr() == scores.data_ptr():
+        s = s.clone()
+    bits = s.view(torch.int32)
+    if nonnegative:
+        # maps -0.0 to 0.0 and keeps the minimum key free for pruned entries
+        return bits.bitwise_and_(0x7FFFFFFF)
+    s.add_(0.0)  # -0.0 + 0.0 == 0.0: equal scores get equal keys
+    return bits.bitwise_xor_((bits >> 31).bitwise_and_(0x7FFFFFFF))
+
+
+def _high(chunk: Tensor, buf: Tensor) -> Tensor:
+    """High 16 bits of ``chunk`` as bucket numbers in [0, 65536), written into ``buf``."""
+    out = buf[: chunk.numel()]
+    torch.bitwise_right_shift(chunk, 16, out=out)
+    return out.add_(32768)
+
+
+def lowest(keys: Tensor, n: int) -> Tensor:
+    """Bool mask of the ``n`` lowest keys, ties to the lowest indices."""
+    out = torch.zeros_like(keys, dtype=torch.bool)
+    if n <= 0:
+        return out
+    if n >= keys.numel():
+        return out.fill_(True)
+    t = keys.kthvalue(n).values
+    torch.lt(keys, t, out=out)
+    need = n - int(torch.count_nonzero(out))
+    if need > 0:
+        out[(keys == t).nonzero().squeeze(1)[:need]] = True
+    return out
+
+
+KeyFn = Callable[[int], Iterator[Tensor]]
+"""``keys_of(i)`` yields layer ``i``'s flat int32 keys in consecutive chunks of at
+most :data:`CHUNK` entries, entries already pruned at :data:`FORCED`."""
+
+
+def _all_keys(keys_of: KeyFn, i: int) -> Tensor:
+    return torch.cat(list(keys_of(i)))
+
+
+def local_masks(slots: Sequence[Slot], keys_of: KeyFn, default: float) -> list[Tensor]:
+    """Keep-masks for layers each pruned to its own sparsity (``default`` when unset)."""
+    out = []
+    for i, slot in enumerate(slots):
+        p = default if slot.sparsity is None else slot.sparsity
+        n = min(max(count(p, slot.numel), slot.forced), slot.cap)
+        out.append(lowest(_all_keys(keys_of, i), n).logical_not_())
+    return out
+
+
+def global_masks(slots: Sequence[Slot], keys_of: KeyFn, sparsity: float) -> tuple[list[Tensor], int]:
+    """Keep-masks for a pool of layers that together lose ``round(sparsity · Σ n)`` entries.
+
+    Returns:
+        The keep-masks and the number of entries that could not be removed
+        because of ``min_keep`` (0 when the target was met).
+    """
+    total = sum(s.numel for s in slots)
+    k = max(count(sparsity, total), sum(s.forced for s in slots))
+    caps = [s.cap for s in slots]
+    shortfall = max(0, k - sum(caps))
+    k -= shortfall
+    if k == 0:
+        return [torch.ones(s.numel, dtype=torch.bool) for s in slots], shortfall
+    b = _coarse_bucket(slots, keys_of, caps, k)
+    prune, below, cands = _split_at_bucket(slots, keys_of, b)
+    _fill_bucket(keys_of, caps, k, prune, below, cands)
+    return [p.logical_not_() for p in prune], shortfall
+
+
+def _capped_total(cum: Tensor, cap: int, acc: Tensor) -> None:
+    acc += cum.clamp_(max=cap)
+
+
+def _coarse_bucket(slots: Sequence[Slot], keys_of: KeyFn, caps: list[int], k: int) -> int:
+    """First high-16-bit bucket where the capped cumulative count reaches ``k``."""
+    acc = torch.zeros(_BINS, dtype=torch.int64)
+    buf = torch.empty(CHUNK, dtype=torch.int32)
+    for i in range(len(slots)):
+        hist = torch.zeros(_BINS, dtype=torch.int64)
+        for chunk in keys_of(i):
+            hist += torch.bincount(_high(chunk, buf), minlength=_BINS)
+        _capped_total(hist.cumsum_(0), caps[i], acc)
+    return int(torch.searchsorted(acc, k))
+
+
+def _split_at_bucket(
+    slots: Sequence[Slot], keys_of: KeyFn, b: int
+) -> tuple[list[Tensor], list[int], list[tuple[Tensor, Tensor]]]:
+    """Prune everything below bucket ``b``; collect (index, low bits) of entries in it."""
+    # The masks are allocated before any temporary so that the temporaries
+    # reuse one region instead of fragmenting the heap around them.
+    prune = [torch.empty(slot.numel, dtype=torch.bool) for slot in slots]
+    below, cands = [], []
+    buf = torch.empty(CHUNK, dtype=torch.int32)
+    hit = torch.empty(CHUNK, dtype=torch.bool)
+    for i, mask in enumerate(prune):
+        idx_parts, low_parts, lo = [], [], 0
+        for chunk in keys_of(i):
+            high = _high(chunk, buf)
+            n = high.numel()
+            torch.lt(high, b, out=mask[lo : lo + n])
+            idx = torch.eq(high, b, out=hit[:n]).nonzero().squeeze(1)
+            idx_parts.append(idx + lo)
+            low_parts.append(chunk[idx] & 0xFFFF)
+            lo += n
+        below.append(int(torch.count_nonzero(mask)))
+        cands.append((torch.cat(idx_parts), torch.cat(low_parts)))
+    return prune, below, cands
+
+
+def _fill_bucket(
+    keys_of: KeyFn,
+    caps: list[int],
+    k: int,
+    prune: list[Tensor],
+    below: list[int],
+    cands: list[tuple[Tensor, Tensor]],
+) -> None:
+    """Choose the remaining entries inside the threshold bucket, honouring the caps."""
+    need = k - sum(min(b, c) for b, c in zip(below, caps))
+    room = [max(0, c - b) for b, c in zip(below, caps)]
+    acc = torch.zeros(_BINS, dtype=torch.int64)
+    hists = []
+    for (_, low), r in zip(cands, room):
+        h = torch.bincount(low, minlength=_BINS)
+        hists.append(h)
+        _capped_total(h.cumsum(0), r, acc)
+    f = int(torch.searchsorted(acc, need)) if need > 0 else 0
+    takes = [min(int(h[:f].sum()), r) for h, r in zip(hists, room)]
+    ties = need - sum(takes)
+    for i, ((idx, low), h, r) in enumerate(zip(cands, hists, room)):
+        if below[i] > caps[i]:  # saturated below the bucket: keep only its lowest `cap`
+            prune[i] = lowest(_all_keys(keys_of, i), caps[i])
+            continue
+        extra = min(int(h[f]), r - takes[i], ties) if f < _BINS else 0
+        takes[i] += extra
+        ties -= extra
+        if takes[i]:
+            # stable sort on the low bits keeps index order among equal keys
+            order = torch.sort(low, stable=True).indices[: takes[i]]
+            prune[i][idx[order]] = True

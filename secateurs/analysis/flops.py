@@ -1,0 +1,54 @@
+"""FLOP counting with ``torch.utils.flop_counter``, per prunable layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .. import masking
+from ..errors import PruningError
+
+
+def as_inputs(example_inputs: Any) -> tuple[Any, ...]:
+    """Accept one tensor or a tuple of inputs; return a tuple."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs)
+    raise PruningError(f"example_inputs must be a tensor or a tuple of inputs, got {type(example_inputs).__name__}")
+
+
+def count_flops(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int], int]:
+    """FLOPs of one forward pass in eval mode, in total and per prunable layer.
+
+    Returns:
+        ``({qualified_param_name: flops of that layer}, total flops)``. Multiplying the
+        weight by its mask is an elementwise op and is not counted.
+    """
+    inputs = as_inputs(example_inputs)
+    per_layer: dict[str, int] = {}
+    counter = FlopCounterMode(display=False)
+    handles = []
+    for name, module in masking.prunable_layers(model):
+        key = masking.param_name(name)
+
+        def pre(_m: nn.Module, _a: Any, key: str = key) -> None:
+            per_layer[key] = per_layer.get(key, 0) - counter.get_total_flops()
+
+        def post(_m: nn.Module, _a: Any, _o: Any, key: str = key) -> None:
+            per_layer[key] += counter.get_total_flops()
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), counter:
+            model(*inputs)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return per_layer, int(counter.get_total_flops())

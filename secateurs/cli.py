@@ -1,0 +1,140 @@
+"""The ``secateurs`` command line.
+
+Exit codes: 0 success, 2 bad input (one line on stderr saying what to fix),
+1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import criteria, export, recipes
+from .errors import PruningError
+
+DEFAULT_OUT = "secateurs-out"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="secateurs", description="Prune PyTorch networks and show what happened.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = sub.add_parser("demo", help="train, prune and report LeNet-300-100 on bundled MNIST")
+    demo.add_argument("-o", "--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    run = sub.add_parser("run", help="run a recipe (YAML)")
+    run.add_argument("recipe", help="recipe file")
+    run.add_argument("-o", "--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    pr = sub.add_parser("prune", help="prune a saved model (or a zoo model) once")
+    pr.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
+    pr.add_argument("--sparsity", type=float, required=True, help="fraction of weights removed, in [0, 1)")
+    pr.add_argument("--criterion", default="magnitude", help="see `secateurs criteria` (default magnitude)")
+    pr.add_argument("--granularity", default="unstructured", help="what is removed together (default unstructured)")
+    pr.add_argument("--scope", default="global", help="global or local (default global)")
+    pr.add_argument("--min-density", type=float, default=0.0, help="fraction every layer keeps at least")
+    pr.add_argument("--layer", action="append", default=[], metavar="PATTERN=SPARSITY",
+                    help="per-layer sparsity, or PATTERN=none to exclude; repeatable")
+    pr.add_argument("--data", help="zoo dataset to measure accuracy and fine-tune on")
+    pr.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after pruning")
+    pr.add_argument("--seed", type=int, default=0, help="seed for stochastic criteria")
+    pr.add_argument("-o", "--out", required=True, help="output directory")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    sm = sub.add_parser("summary", help="per-layer table of a saved model")
+    sm.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
+
+    sub.add_parser("criteria", help="list the available criteria")
+    return p
+
+
+def _layers(items: list[str]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for item in items:
+        pattern, sep, value = item.partition("=")
+        if not sep or not pattern:
+            raise PruningError(f"--layer expects PATTERN=SPARSITY or PATTERN=none, got {item!r}")
+        if value.lower() in ("none", "null"):
+            out[pattern] = None
+            continue
+        try:
+            out[pattern] = float(value)
+        except ValueError:
+            raise PruningError(f"--layer {item!r}: {value!r} is not a number or 'none'") from None
+    return out
+
+
+def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
+    stage = {"sparsity": a.sparsity, "criterion": a.criterion, "scope": a.scope,
+             "granularity": a.granularity, "min_density": a.min_density, "layers": _layers(a.layer),
+             "seed": a.seed}
+    if a.finetune_epochs:
+        stage["finetune"] = {"epochs": a.finetune_epochs}
+    raw = {"model": a.model, "data": a.data, "prune": [stage]}
+    try:
+        return recipes.Recipe.model_validate(raw)
+    except recipes.ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"][2:] or err["loc"])
+        raise PruningError(f"--{key.replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _dispatch(a: argparse.Namespace) -> int:
+    from . import runner  # torch and friends load only when needed
+
+    if a.command == "criteria":
+        for name in criteria.names():
+            c = criteria.get(name)
+            needs = "data + loss" if c.needs_loss else "data" if c.needs_data else "no data"
+            doc = (type(c).__doc__ or "").strip().splitlines()[0]
+            print(f"{name:<12} {needs:<12} {doc}")
+        return 0
+    if a.command == "summary":
+        model = runner.build_model(recipes.Recipe(model=a.model))
+        from . import zoo
+        from .analysis.summary import summary
+
+        print(summary(model, zoo.example_inputs(model)))
+        return 0
+    recipe = {"demo": lambda: recipes.parse(recipes.DEMO, "demo recipe"),
+              "run": lambda: recipes.load(a.recipe), "prune": lambda: _prune_recipe(a)}[a.command]()
+    metrics = runner.run(recipe, a.out, quiet=a.quiet)
+    if not a.quiet:
+        fin, dense = metrics["final"], metrics["dense"]
+        acc = "" if fin["accuracy"] is None else (
+            f"accuracy {dense['accuracy']:.2%} dense -> {fin['accuracy']:.2%} pruned, ")
+        print(f"done: {acc}sparsity {fin['sparsity']:.2%}, compression {fin['compression']:.2f}x; "
+              f"outputs in {a.out}/")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``secateurs`` and ``python -m secateurs``."""
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except PruningError as exc:
+        print(f"secateurs: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("secateurs: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: one line unless --debug
+        if args.debug:
+            raise
+        print(f"secateurs: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Pruning criteria: a score per weight, higher = more important.
+
+Each criterion is one file in this package that defines a :class:`Criterion`
+subclass decorated with :func:`register`. Every module here is imported on
+first use, so adding a criterion touches one new file (and its test); the CLI's
+choices and ``secateurs criteria`` come from this registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+
+from torch import Tensor, nn
+
+from ..errors import PruningError
+
+_REGISTRY: dict[str, type[Criterion]] = {}
+_loaded = False
+
+C = TypeVar("C", bound="type[Criterion]")
+
+
+class Criterion:
+    """Base class of all criteria.
+
+    A criterion is used in two steps: :meth:`prepare` once per pruning call
+    (criteria that need data run it through the model here), then
+    :meth:`score` once per prunable weight. ``score`` is pure: a tensor in,
+    a tensor of the same shape out, higher meaning more important.
+
+    Attributes:
+        name: the registered name.
+        needs_data: ``True`` when :meth:`prepare` needs ``data``.
+        needs_loss: ``True`` when it also needs ``loss_fn``.
+        nonnegative: ``True`` when every score is ``>= 0`` (a hint for allocation).
+        elementwise: ``True`` when an entry's score depends on that entry alone, so
+            allocation may score a weight in chunks (a hint that saves memory).
+    """
+
+    name: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = False
+    needs_loss: ClassVar[bool] = False
+    nonnegative: ClassVar[bool] = False
+    elementwise: ClassVar[bool] = False
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def prepare(
+        self,
+        model: nn.Module,
+        data: Iterable[Any] | None = None,
+        loss_fn: Callable[..., Tensor] | None = None,
+    ) -> None:
+        """Gather what :meth:`score` needs; must leave the model as it found it."""
+
+    def score(self, name: str, weight: Tensor) -> Tensor:
+        """Score of every entry of ``weight`` (the masked weight named ``name``).
+
+        Must return a new tensor (not a view of ``weight`` nor a cached one):
+        allocation reuses its memory.
+        """
+        raise NotImplementedError
+
+
+def register(cls: C) -> C:
+    """Class decorator: add a criterion to the registry under ``cls.name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"criterion {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    global _loaded
+    if not _loaded:
+        for info in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{info.name}")
+        _loaded = True
+
+
+def names() -> list[str]:
+    """Registered criterion names, sorted."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get(criterion: str | Criterion, seed: int = 0) -> Criterion:
+    """Resolve a name (or pass through an instance) to a :class:`Criterion`.
+
+    Raises:
+        PruningError: for an unknown name or a value that is neither a name nor a Criterion.
+    """
+    if isinstance(criterion, Criterion):
+        return criterion
+    _load_all()
+    if not isinstance(criterion, str) or criterion not in _REGISTRY:
+        raise PruningError(f"unknown criterion {criterion!r}; allowed: {', '.join(names())}")
+    return _REGISTRY[criterion](seed=seed)
+
+
+class _CallableModule(type(importlib)):  # type: ignore[misc]
+    """Lets ``secateurs.criteria()`` list the names while the package stays importable."""
+
+    def __call__(self) -> list[str]:
+        return names()
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,167 @@
+"""Save and load pruned models as safetensors: weights, masks and a JSON header.
+
+Layout of a file written by :func:`save`:
+
+- ``<layer>.weight``: the weight as the layer computes it (pruned entries are 0);
+- ``<layer>.weight.mask``: its bool mask, for every masked weight;
+- every other parameter and buffer under its ``state_dict`` name;
+- metadata ``{"format": "secateurs", "format_version": "1", "architecture": ...}``,
+  the architecture being the zoo name and arguments when the model came from the zoo.
+
+Nothing is pickled; loading never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from . import masking
+from .errors import PruningError
+
+FORMAT = "secateurs"
+FORMAT_VERSION = "1"
+MASK_SUFFIX = ".mask"
+ARCH_ATTR = "secateurs_arch"
+
+
+def plain_state(model: nn.Module) -> dict[str, Tensor]:
+    """``state_dict`` with masked weights under their plain names, masks beside them."""
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if ".parametrizations." not in f".{key}":
+                out[key] = value
+        for name, mask in masking.masks(model).items():
+            module_name, _, tensor_name = name.rpartition(".")
+            module = model.get_submodule(module_name)
+            out[name] = getattr(module, tensor_name).detach()
+            out[name + MASK_SUFFIX] = mask
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike[str], write: Any) -> None:
+    """Call ``write(tmp_path)`` and move the result to ``path`` only if it succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
+    """Write ``model`` (weights and masks) to a safetensors file, atomically.
+
+    Args:
+        model: a model, pruned or not.
+        path: the file to write.
+        metadata: extra string key/values for the header.
+    """
+    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in plain_state(model).items()}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **(metadata or {})}
+    arch = getattr(model, ARCH_ATTR, None)
+    if arch is not None:
+        header["architecture"] = json.dumps(arch)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def read(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and header of a secateurs file.
+
+    Raises:
+        PruningError: when the file is missing or is not a secateurs save.
+    """
+    if not Path(path).is_file():
+        raise PruningError(f"no such file: {str(path)!r}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for a bad header
+        raise PruningError(f"{str(path)!r} is not a safetensors file: {exc}") from None
+    if header.get("format") != FORMAT:
+        raise PruningError(f"{str(path)!r} is not a secateurs save (its header has no format=secateurs)")
+    return tensors, header
+
+
+def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Module:
+    """Load weights and masks from ``path`` into ``model`` (a fresh instance is fine).
+
+    Args:
+        path: a file written by :func:`save`.
+        model: the architecture to load into; ``None`` rebuilds a zoo model
+            from the file's header.
+
+    Returns:
+        The model, with the saved weights and the saved masks attached.
+
+    Raises:
+        PruningError: a missing or foreign file, or a model whose parameters do not
+            match the file (names and shapes are checked before anything changes).
+    """
+    tensors, header = read(path)
+    if model is None:
+        model = _build_from_header(header, path)
+    masks_ = {k[: -len(MASK_SUFFIX)]: v for k, v in tensors.items() if k.endswith(MASK_SUFFIX)}
+    values = {k: v for k, v in tensors.items() if not k.endswith(MASK_SUFFIX)}
+    _check_matches(model, values, masks_, path)
+    masking.restore(model)
+    for name, mask in masks_.items():
+        module_name, _, tensor_name = name.rpartition(".")
+        masking.set_mask(model.get_submodule(module_name), mask, tensor_name)
+    state = {}
+    for key, value in values.items():
+        module_name, _, tensor_name = key.rpartition(".")
+        if key in masks_:
+            prefix = f"{module_name}." if module_name else ""
+            key = f"{prefix}parametrizations.{tensor_name}.original"
+        state[key] = value
+    state.update({f"{k.rpartition('.')[0]}.parametrizations.{k.rpartition('.')[2]}.0.mask".lstrip("."): v
+                  for k, v in masks_.items()})
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _check_matches(model: nn.Module, values: dict[str, Tensor], masks_: dict[str, Tensor], path: Any) -> None:
+    expected = {k: tuple(v.shape) for k, v in plain_state(model).items() if not k.endswith(MASK_SUFFIX)}
+    got = {k: tuple(v.shape) for k, v in values.items()}
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    if missing or unexpected:
+        raise PruningError(
+            f"{str(path)!r} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for k, shape in got.items():
+        if expected[k] != shape:
+            raise PruningError(f"{str(path)!r}: {k} has shape {shape}, the model has {expected[k]}")
+    for k, m in masks_.items():
+        if k not in got or tuple(m.shape) != got[k] or m.dtype != torch.bool:
+            raise PruningError(f"{str(path)!r}: mask for {k} does not match its weight")
+
+
+def _build_from_header(header: dict[str, str], path: Any) -> nn.Module:
+    if "architecture" not in header:
+        raise PruningError(f"{str(path)!r} does not record its architecture; pass model= to load it into")
+    from . import zoo
+
+    arch = json.loads(header["architecture"])
+    return zoo.model(arch["name"], **arch.get("kwargs", {}))

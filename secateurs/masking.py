@@ -1,0 +1,179 @@
+"""Masks that live with the model: ``weight = original ⊙ mask``.
+
+A mask is a :mod:`torch.nn.utils.parametrize` parametrization holding one bool
+buffer (``True`` = keep). The module keeps its attribute ``weight``; the
+trainable tensor moves to ``parametrizations.weight.original`` and the mask to
+``parametrizations.weight.0.mask``. Because the layer always computes
+``original * mask``, a pruned weight is exactly zero in every forward pass and
+receives a zero gradient, whatever the optimizer (momentum, Adam, weight decay)
+does to the stored original. ``state_dict``, ``load_state_dict`` and
+``copy.deepcopy`` work as for any module.
+
+This is the only module, with ``surgery/``, that touches ``nn.Module`` internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .errors import PruningError
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+"""Module types whose ``weight`` is prunable by default (biases and norms never are)."""
+
+
+class Mask(nn.Module):
+    """Parametrization computing ``weight ⊙ mask`` with a bool ``mask`` buffer.
+
+    Example:
+        >>> m = Mask(torch.tensor([[True, False], [False, True]]))
+        >>> m(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        tensor([[1., 0.],
+                [0., 4.]])
+    """
+
+    def __init__(self, mask: Tensor, copy: bool = True) -> None:
+        super().__init__()
+        mask = mask.detach().to(dtype=torch.bool)
+        self.register_buffer("mask", mask.clone() if copy else mask)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.mask
+
+
+def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Yield ``(qualified_module_name, module)`` for every prunable layer, in model order."""
+    for name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_TYPES):
+            yield name, module
+
+
+def kind(module: nn.Module) -> str:
+    """The layer's class name, ``Linear`` rather than torch's generated ``ParametrizedLinear``."""
+    cls = type(module)
+    if parametrize.is_parametrized(module):
+        cls = cls.__bases__[0]
+    return cls.__name__
+
+
+def param_name(module_name: str, tensor_name: str = "weight") -> str:
+    """Qualified parameter name, e.g. ``"blocks.0.fc1.weight"``."""
+    return f"{module_name}.{tensor_name}" if module_name else tensor_name
+
+
+def _mask_module(module: nn.Module, tensor_name: str) -> Mask | None:
+    if not parametrize.is_parametrized(module, tensor_name):
+        return None
+    for p in module.parametrizations[tensor_name]:
+        if isinstance(p, Mask):
+            return p
+    return None
+
+
+def get_mask(module: nn.Module, tensor_name: str = "weight") -> Tensor | None:
+    """The bool mask on ``module.<tensor_name>``, or ``None`` when it has none."""
+    found = _mask_module(module, tensor_name)
+    return None if found is None else found.mask
+
+
+def original(module: nn.Module, tensor_name: str = "weight") -> Tensor:
+    """The stored tensor before masking (the trainable parameter itself)."""
+    if parametrize.is_parametrized(module, tensor_name):
+        return module.parametrizations[tensor_name].original
+    return getattr(module, tensor_name)
+
+
+def set_mask(module: nn.Module, mask: Tensor, tensor_name: str = "weight", copy: bool = True) -> None:
+    """Attach ``mask`` to ``module.<tensor_name>``, or replace the mask already there.
+
+    Args:
+        module: the layer.
+        mask: bool tensor of the tensor's shape, ``True`` = keep.
+        tensor_name: which tensor of the layer.
+        copy: ``False`` lets the layer keep ``mask`` itself (the caller gives it up).
+
+    Raises:
+        PruningError: when the mask's shape differs from the tensor's.
+    """
+    target = original(module, tensor_name)
+    if mask.shape != target.shape:
+        raise PruningError(
+            f"mask for {tensor_name!r} has shape {tuple(mask.shape)}, expected {tuple(target.shape)}"
+        )
+    existing = _mask_module(module, tensor_name)
+    if existing is not None:
+        existing.mask.copy_(mask)
+        return
+    # unsafe=True skips a consistency check that would evaluate the whole
+    # parametrization once more; the shape and dtype are checked above.
+    parametrize.register_parametrization(
+        module, tensor_name, Mask(mask.to(target.device), copy=copy), unsafe=True
+    )
+
+
+def _remove(module: nn.Module, tensor_name: str, bake: bool) -> None:
+    chain = module.parametrizations[tensor_name]
+    if len(chain) != 1 or not isinstance(chain[0], Mask):
+        raise PruningError(
+            f"{type(module).__name__}.{tensor_name} has other parametrizations besides the mask; "
+            "remove them first"
+        )
+    parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=bake)
+
+
+def bake(module: nn.Module, tensor_name: str = "weight") -> None:
+    """Write ``original ⊙ mask`` into a plain parameter and drop the mask (no-op if unmasked)."""
+    if _mask_module(module, tensor_name) is not None:
+        _remove(module, tensor_name, bake=True)
+
+
+def unmask(module: nn.Module, tensor_name: str = "weight") -> None:
+    """Drop the mask and keep the stored original values (no-op if unmasked)."""
+    if _mask_module(module, tensor_name) is not None:
+        _remove(module, tensor_name, bake=False)
+
+
+def masks(model: nn.Module) -> dict[str, Tensor]:
+    """``{qualified_param_name: bool mask}`` for every masked weight of ``model``."""
+    out: dict[str, Tensor] = {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module):
+            for tensor_name in module.parametrizations:
+                mask = get_mask(module, tensor_name)
+                if mask is not None:
+                    out[param_name(name, tensor_name)] = mask
+    return out
+
+
+def finalize(model: nn.Module) -> nn.Module:
+    """Bake every mask into its weight (pruned entries become 0) and remove the masks.
+
+    Returns:
+        ``model`` itself, now with plain parameters.
+    """
+    for _, module in list(model.named_modules()):
+        if parametrize.is_parametrized(module):
+            for tensor_name in list(module.parametrizations):
+                bake(module, tensor_name)
+    return model
+
+
+def restore(model: nn.Module) -> nn.Module:
+    """Remove every mask and give back the stored weights, pruned entries included.
+
+    The stored values of pruned entries are those they had when pruned, unless
+    an optimizer with weight decay or momentum has moved them since (their
+    gradient is zero, but decay and momentum do not look at the gradient).
+
+    Returns:
+        ``model`` itself, unpruned.
+    """
+    for _, module in list(model.named_modules()):
+        if parametrize.is_parametrized(module):
+            for tensor_name in list(module.parametrizations):
+                unmask(module, tensor_name)
+    return model

@@ -1,0 +1,265 @@
+"""``sc.prune`` and ``sc.score``: the pipeline criterion -> granularity -> allocation -> masks."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import allocation, criteria, granularity as gran, masking
+from .analysis.summary import LayerStats, format_table
+from .errors import PruningError, check_choice, check_sparsity
+
+SCOPES = ("global", "local")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A prunable layer, the sparsity asked of it, and whether ``layers=`` set it (``own``)."""
+
+    module_name: str
+    module: nn.Module
+    sparsity: float | None
+    own: bool = False
+
+    @property
+    def param(self) -> str:
+        return masking.param_name(self.module_name)
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune` did: one row per pruned layer (counted from its mask) and the totals.
+
+    Attributes:
+        layers: per-layer statistics after pruning.
+        sparsity: fraction of the pruned layers' weights now removed.
+        shortfall: weights the target asked for that ``min_density`` kept.
+    """
+
+    layers: list[LayerStats]
+    sparsity: float
+    shortfall: int = 0
+
+    def __str__(self) -> str:
+        return format_table(self.layers) + f"\nsparsity {self.sparsity:.4f}"
+
+
+def resolve_layers(
+    model: nn.Module, layers: Mapping[str, float | None] | None, default: float
+) -> list[Target]:
+    """Pair each prunable layer with its target; ``None`` excludes it.
+
+    Patterns are globs matched against the module name (``"fc3"``, ``"blocks.*"``)
+    or the parameter name (``"fc3.weight"``); when several match, the last one wins.
+
+    Raises:
+        PruningError: no prunable layer, a pattern that matches nothing, or a bad value.
+    """
+    found = list(masking.prunable_layers(model))
+    if not found:
+        raise PruningError(
+            f"model {type(model).__name__} has no prunable layers "
+            "(Linear or Conv1d/2d/3d); nothing to prune"
+        )
+    chosen: dict[str, tuple[float | None, bool]] = {name: (default, False) for name, _ in found}
+    for pattern, value in (layers or {}).items():
+        if not isinstance(pattern, str):
+            raise PruningError(f"layers keys must be names or glob patterns, got {pattern!r}")
+        if value is not None:
+            value = check_sparsity(value, f"layers[{pattern!r}]")
+        hits = [n for n, _ in found if _matches(pattern, n)]
+        if not hits:
+            raise PruningError(
+                f"layers pattern {pattern!r} matches no prunable layer; "
+                f"prunable layers are: {', '.join(n for n, _ in found)}"
+            )
+        chosen.update(dict.fromkeys(hits, (value, True)))
+    return [Target(n, m, *chosen[n]) for n, m in found if chosen[n][0] is not None]
+
+
+def _matches(pattern: str, module_name: str) -> bool:
+    return fnmatch.fnmatchcase(module_name, pattern) or fnmatch.fnmatchcase(
+        masking.param_name(module_name), pattern
+    )
+
+
+def _check_finite(targets: list[Target]) -> None:
+    for t in targets:
+        lo, hi = torch.aminmax(masking.original(t.module).detach())  # NaN and inf propagate
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise PruningError(f"{t.param} has NaN or infinite values; fix the weights before pruning")
+
+
+def _prepare(
+    model: nn.Module,
+    criterion: str | criteria.Criterion,
+    data: Iterable[Any] | None,
+    loss_fn: Callable[..., Tensor] | None,
+    seed: int,
+) -> criteria.Criterion:
+    crit = criteria.get(criterion, seed=seed)
+    if crit.needs_data and data is None:
+        raise PruningError(f"criterion {crit.name!r} needs data=: an iterable of batches")
+    if crit.needs_loss and loss_fn is None:
+        raise PruningError(f"criterion {crit.name!r} needs loss_fn=(outputs, targets) -> loss")
+    crit.prepare(model, data, loss_fn)
+    return crit
+
+
+def prune(
+    model: nn.Module,
+    sparsity: float,
+    *,
+    criterion: str | criteria.Criterion = "magnitude",
+    granularity: str = "unstructured",
+    scope: str = "global",
+    layers: Mapping[str, float | None] | None = None,
+    min_density: float = 0.0,
+    data: Iterable[Any] | None = None,
+    loss_fn: Callable[..., Tensor] | None = None,
+    example_inputs: tuple[Any, ...] | None = None,
+    seed: int = 0,
+) -> PruneResult:
+    """Prune ``model`` in place by attaching masks to its prunable weights.
+
+    Pruning again compounds: entries already pruned stay pruned, and
+    ``sparsity=0.95`` means 95% of each layer (local) or of the pool (global)
+    is removed in the end.
+
+    Args:
+        model: the network; weights of Linear and Conv1d/2d/3d layers are prunable.
+        sparsity: fraction of weights to remove, in [0, 1).
+        criterion: a registered name (see :func:`secateurs.criteria`) or a Criterion.
+        granularity: what is removed together; ``"unstructured"``.
+        scope: ``"global"`` (one threshold over the layers) or ``"local"`` (each layer loses ``sparsity``).
+        layers: names or glob patterns -> sparsity for those layers, or ``None`` to exclude them.
+            Layers given a value are pruned to it alone; ``sparsity`` applies to the rest.
+        min_density: fraction of each layer's weights that must survive (collapse guard);
+            under global scope the shortfall is taken from the other layers.
+        data: batches for criteria that need data.
+        loss_fn: ``loss_fn(outputs, targets)`` for criteria that need gradients.
+        example_inputs: inputs for structured pruning (unused for unstructured).
+        seed: seed for stochastic criteria.
+
+    Returns:
+        A :class:`PruneResult` with the per-layer sparsities.
+
+    Raises:
+        PruningError: a bad argument, a layers pattern that matches nothing, a model with
+            no prunable layers or with NaN weights. The model is unchanged then.
+
+    Example:
+        >>> import secateurs as sc, torch.nn as nn
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> round(sc.prune(net, sparsity=0.5).sparsity, 2)
+        0.5
+    """
+    del example_inputs  # used by structured granularities
+    sparsity = check_sparsity(sparsity)
+    check_choice(scope, "scope", SCOPES)
+    group = gran.parse(granularity)
+    if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
+        raise PruningError(f"min_density must be a number in [0, 1], got {min_density!r}")
+    targets = resolve_layers(model, layers, sparsity)
+    _check_finite(targets)
+    crit = _prepare(model, criterion, data, loss_fn, seed)
+    keep, shortfall = _allocate(targets, crit, group, scope, sparsity, float(min_density))
+    for t, k in zip(targets, keep):  # nothing is changed before every mask is known
+        masking.set_mask(t.module, k, copy=False)
+    rows = [
+        LayerStats(t.param, masking.kind(t.module), tuple(k.shape), k.numel(), int(torch.count_nonzero(k)))
+        for t, k in zip(targets, keep)
+    ]
+    collapsed = [r.name for r in rows if r.nonzero == 0]
+    if collapsed:
+        warnings.warn(f"layers pruned to nothing (layer collapse): {', '.join(collapsed)}; "
+                      "pass min_density= to keep some weights in every layer", stacklevel=2)
+    total = sum(r.params for r in rows)
+    return PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall)
+
+
+def _allocate(
+    targets: list[Target],
+    crit: criteria.Criterion,
+    group: gran.Granularity,
+    scope: str,
+    sparsity: float,
+    min_density: float,
+) -> tuple[list[Tensor], int]:
+    shapes = [tuple(masking.original(t.module).shape) for t in targets]
+    slots = []
+    for t, shape in zip(targets, shapes):
+        cur = masking.get_mask(t.module)
+        flat = None if cur is None else group.groups(cur).reshape(-1).cpu()
+        n = group.groups(torch.empty(shape, device="meta")).numel()
+        own = t.sparsity if (scope == "local" or t.own) else None
+        slots.append(allocation.Slot(n, own, allocation.min_keep(min_density, n), flat))
+
+    elementwise = crit.elementwise and isinstance(group, gran.Unstructured)
+
+    def keys_of(i: int) -> Iterator[Tensor]:
+        t, current = targets[i], slots[i].current
+        with torch.no_grad():
+            if elementwise:  # score chunk by chunk; entries already pruned are forced below anyway
+                flat = masking.original(t.module).detach().reshape(-1)
+                parts: Iterable[Tensor] = (
+                    crit.score(t.param, flat[lo : lo + allocation.CHUNK])
+                    for lo in range(0, flat.numel(), allocation.CHUNK)
+                )
+            else:  # the masked weight is computed on demand, one layer at a time
+                full = group.groups(crit.score(t.param, t.module.weight.detach())).reshape(-1)
+                parts = full.split(allocation.CHUNK)
+            lo = 0
+            for part in parts:
+                keys = allocation.to_keys(part.cpu(), crit.nonnegative, owned=True)
+                if current is not None:
+                    keys.masked_fill_(~current[lo : lo + keys.numel()], allocation.FORCED)
+                lo += keys.numel()
+                yield keys
+
+    pooled = [i for i, s in enumerate(slots) if s.sparsity is None]
+    own_ix = [i for i, s in enumerate(slots) if s.sparsity is not None]
+    keep: list[Tensor | None] = [None] * len(slots)
+    for i, m in zip(own_ix, allocation.local_masks([slots[i] for i in own_ix], lambda j: keys_of(own_ix[j]), sparsity)):
+        keep[i] = m
+    shortfall = 0
+    if pooled:
+        masks_, shortfall = allocation.global_masks([slots[i] for i in pooled], lambda j: keys_of(pooled[j]), sparsity)
+        for i, m in zip(pooled, masks_):
+            keep[i] = m
+    if shortfall:
+        warnings.warn(f"min_density={min_density} kept {shortfall} weights the target would remove", stacklevel=3)
+    devices = [masking.original(t.module).device for t in targets]
+    return [group.expand(k, s).to(d) for k, s, d in zip(keep, shapes, devices)], shortfall
+
+
+def score(
+    model: nn.Module,
+    criterion: str | criteria.Criterion = "magnitude",
+    *,
+    data: Iterable[Any] | None = None,
+    loss_fn: Callable[..., Tensor] | None = None,
+    layers: Mapping[str, float | None] | None = None,
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """Scores of every prunable weight, without pruning anything.
+
+    Returns:
+        ``{qualified_param_name: score tensor of the weight's shape}``; higher = more important.
+
+    Example:
+        >>> import secateurs as sc, torch.nn as nn
+        >>> list(sc.score(nn.Sequential(nn.Linear(2, 3))))
+        ['0.weight']
+    """
+    targets = resolve_layers(model, layers, 0.0)
+    crit = _prepare(model, criterion, data, loss_fn, seed)
+    with torch.no_grad():
+        return {t.param: crit.score(t.param, t.module.weight.detach()) for t in targets}

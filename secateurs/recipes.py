@@ -1,0 +1,178 @@
+"""Recipes: one YAML file says what a run does, validated before anything starts.
+
+Example::
+
+    model: lenet-300-100          # zoo name, or a .safetensors file saved by secateurs
+    data: mnist                   # zoo dataset name
+    train: {epochs: 10, lr: 1e-3}
+    prune:
+      - {sparsity: 0.9, criterion: magnitude, scope: global, finetune: {epochs: 5}}
+    export: {format: safetensors}
+    report: true
+
+Every field has a default that does nothing surprising, so old recipes keep
+their meaning when fields are added.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["DEMO", "Recipe", "RecipeError", "Stage", "ValidationError", "load", "parse"]
+
+from . import criteria
+from .errors import PruningError, check_sparsity
+from .granularity import GRANULARITIES
+from .pruning import SCOPES
+
+
+class RecipeError(PruningError):
+    """A recipe that cannot run: the message names the key and the line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Train(_Strict):
+    """Training settings (Adam, cross-entropy)."""
+
+    epochs: int = Field(0, ge=0, description="passes over the training split; 0 skips training")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    batch_size: int = Field(64, ge=1, description="examples per step")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+
+
+class Finetune(Train):
+    """Fine-tuning after a pruning stage; same fields as ``train``."""
+
+    lr: float = Field(5e-4, gt=0, description="Adam learning rate")
+
+
+class Stage(_Strict):
+    """One pruning stage: what :func:`secateurs.prune` is called with, then fine-tuning."""
+
+    schedule: Literal["oneshot"] = Field("oneshot", description="when to prune; oneshot prunes once")
+    sparsity: float = Field(description="fraction of weights removed at the end of the stage, in [0, 1)")
+    criterion: str = Field("magnitude", description="a registered criterion (secateurs criteria)")
+    scope: Literal[SCOPES] = Field("global", description="global: one threshold; local: each layer")  # type: ignore[valid-type]
+    granularity: Literal[GRANULARITIES] = Field("unstructured", description="what is removed together")  # type: ignore[valid-type]
+    layers: dict[str, float | None] = Field(default_factory=dict,
+                                            description="name or glob -> sparsity, or null to exclude")
+    min_density: float = Field(0.0, ge=0, le=1, description="fraction every layer keeps at least")
+    seed: int = Field(0, description="seed for stochastic criteria")
+    finetune: Finetune | None = Field(None, description="fine-tuning after this stage")
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity(cls, v: float) -> float:
+        return check_sparsity(v)
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, v: str) -> str:
+        if v not in criteria.names():
+            raise ValueError(f"unknown criterion {v!r}; allowed: {', '.join(criteria.names())}")
+        return v
+
+
+class Export(_Strict):
+    """What is written besides the report."""
+
+    format: Literal["safetensors"] = Field("safetensors", description="file format of the saved model")
+
+
+class Recipe(_Strict):
+    """A whole run: model, data, training, pruning stages, export and report."""
+
+    model: str = Field(description="zoo model name, or a .safetensors file saved by secateurs")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="arguments of the zoo model")
+    data: str | None = Field(None, description="zoo dataset; needed to train and to measure accuracy")
+    seed: int = Field(0, description="seeds initialisation and data order")
+    train: Train = Field(default_factory=Train, description="training before pruning")
+    prune: list[Stage] = Field(default_factory=list, description="pruning stages, in order")
+    export: Export = Field(default_factory=Export, description="saved model format")
+    report: bool = Field(True, description="write report.md and weights.png")
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> Recipe:
+        if self.data is None and (self.train.epochs or any(s.finetune and s.finetune.epochs for s in self.prune)):
+            raise ValueError("training or fine-tuning needs data: set data to a zoo dataset")
+        return self
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Line (1-based) of the YAML node at ``loc``, or of its nearest ancestor that exists."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(part)]
+            if not match:
+                break
+            key, node = match[0]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+    if node is not None and line is None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse(text: str, source: str = "recipe") -> Recipe:
+    """Validate recipe text; raise :class:`RecipeError` naming the key and line."""
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{source}{where}: malformed YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping with at least 'model:'")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = ".".join(str(p) for p in loc) or "recipe"
+        line = _line_of(root, loc)
+        where = f" line {line}" if line else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise RecipeError(f"{source}{where}: {key}: {msg}") from None
+
+
+def load(path: str | Path) -> Recipe:
+    """Read and validate a recipe file."""
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"no such recipe file: {str(path)!r}")
+    return parse(p.read_text(), source=str(path))
+
+
+DEMO = """\
+# The demo: LeNet-300-100 on 4,000 real MNIST digits, pruned to 90% by global
+# magnitude and fine-tuned. `secateurs run` takes files like this one.
+model: lenet-300-100
+data: mnist
+seed: 0
+train: {epochs: 10, lr: 1.0e-3, batch_size: 64}
+prune:
+  - sparsity: 0.9
+    criterion: magnitude
+    scope: global
+    finetune: {epochs: 5, lr: 5.0e-4}
+export: {format: safetensors}
+report: true
+"""

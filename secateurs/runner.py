@@ -1,0 +1,146 @@
+"""Carry out a recipe: train, prune in stages, fine-tune, evaluate, save, report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import export, masking, zoo
+from .analysis import plots, report
+from .analysis.summary import summary
+from .errors import PruningError
+from .pruning import prune
+from .recipes import Recipe
+from .training import evaluate, train
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def build_model(recipe: Recipe) -> nn.Module:
+    """The recipe's model: a zoo model, or a file saved by secateurs."""
+    if recipe.model.endswith(".safetensors") or Path(recipe.model).is_file():
+        if recipe.model_args:
+            raise PruningError("model_args applies to zoo models, not to a saved file")
+        return export.load(recipe.model)
+    if recipe.data is not None and recipe.model in zoo.models():
+        args = dict(recipe.model_args)
+        ds = zoo.dataset(recipe.data)
+        if recipe.model == "lenet-5":
+            args.setdefault("in_channels", ds.input_shape[0])
+            args.setdefault("image_size", ds.input_shape[-1])
+        else:
+            args.setdefault("in_features", ds.in_features)
+        args.setdefault("num_classes", ds.num_classes)
+        return zoo.model(recipe.model, **args)
+    return zoo.model(recipe.model, **recipe.model_args)
+
+
+def _weights(model: nn.Module) -> dict[str, Tensor]:
+    return {masking.param_name(n): m.weight.detach().clone() for n, m in masking.prunable_layers(model)}
+
+
+def _dense_key(recipe: Recipe) -> str:
+    spec = recipe.model_dump(include={"model", "model_args", "data", "seed", "train"})
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _trained(recipe: Recipe, out: Path, quiet: bool) -> nn.Module:
+    """The trained dense model; reused from ``out/dense.safetensors`` when the same
+    model, data, seed and training settings produced it (an interrupted run resumes)."""
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe)
+    path, key = out / "dense.safetensors", _dense_key(recipe)
+    if recipe.train.epochs == 0:
+        return model
+    if path.is_file() and export.read(path)[1].get("recipe_key") == key:
+        _say(quiet, f"reusing the trained dense model in {path}")
+        return export.load(path, model)
+    ds = zoo.dataset(str(recipe.data))
+    t = recipe.train
+    train(model, ds.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
+          weight_decay=t.weight_decay, seed=recipe.seed, desc="train", progress=not quiet)
+    export.save(model, path, metadata={"recipe_key": key})
+    return model
+
+
+def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+    """Run ``recipe`` and write its outputs under ``out_dir``.
+
+    Writes ``model.safetensors`` (the pruned model, masks included),
+    ``dense.safetensors`` (the trained dense model, when the recipe trains),
+    ``metrics.json``, and with ``report: true`` also ``report.md`` and ``weights.png``.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = _trained(recipe, out, quiet)
+    test = zoo.dataset(recipe.data).test if recipe.data else None
+    example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
+    acc = (lambda: evaluate(model, test)) if test is not None else (lambda: None)
+    dense_acc, dense_sum, before = acc(), summary(model, example), _weights(model)
+    stages = [{"name": "dense", "accuracy": dense_acc, "sparsity": dense_sum.sparsity}]
+    _say(quiet, f"dense: accuracy {_fmt(dense_acc)}, {dense_sum.total_params:,} parameters")
+    for i, st in enumerate(recipe.prune, start=1):
+        prune(model, st.sparsity, criterion=st.criterion, scope=st.scope, granularity=st.granularity,
+              layers=st.layers or None, min_density=st.min_density, seed=st.seed)
+        stages.append(_stage(f"prune {i}: {st.criterion} {st.scope} {st.sparsity:.0%}", acc(), model))
+        _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}, "
+                    f"sparsity {stages[-1]['sparsity']:.2%}")
+        if st.finetune is not None and st.finetune.epochs and test is not None:
+            f = st.finetune
+            train(model, zoo.dataset(str(recipe.data)).train, epochs=f.epochs, lr=f.lr, batch_size=f.batch_size,
+                  weight_decay=f.weight_decay, seed=recipe.seed + i, desc=f"finetune {i}", progress=not quiet)
+            stages.append(_stage(f"finetune {i}: {f.epochs} epochs", acc(), model))
+            _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}")
+    final = summary(model, example)
+    metrics = _metrics(recipe, dense_acc, dense_sum, stages, final, time.perf_counter() - start)
+    export.save(model, out / "model.safetensors")
+    plot = None
+    if recipe.report:
+        plots.weight_histograms(before, _weights(model), out / "weights.png")
+        plot = "weights.png"
+    metrics["seconds"] = time.perf_counter() - start
+    if recipe.report:
+        report.write_markdown(out / "report.md", metrics, final, plot)
+    text = json.dumps(metrics, indent=2)
+    export.atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    return metrics
+
+
+def _fmt(acc: float | None) -> str:
+    return "n/a (no data)" if acc is None else f"{acc:.2%}"
+
+
+def _stage(name: str, accuracy: float | None, model: nn.Module) -> dict[str, Any]:
+    return {"name": name, "accuracy": accuracy, "sparsity": summary(model).sparsity}
+
+
+def _metrics(recipe: Recipe, dense_acc: float | None, dense_sum: Any, stages: list[dict[str, Any]],
+             final: Any, seconds: float) -> dict[str, Any]:
+    pruned = final.params - final.nonzero
+    return {
+        "model": recipe.model, "data": recipe.data,
+        "dense": {"accuracy": dense_acc, "params": dense_sum.total_params, "flops": dense_sum.flops_dense},
+        "final": {
+            "accuracy": stages[-1]["accuracy"], "sparsity": final.sparsity, "density": final.density,
+            "params": final.total_params, "nonzero": final.total_params - pruned,
+            "prunable": final.params, "prunable_nonzero": final.nonzero,
+            "compression": final.compression, "flops": final.flops, "flops_dense": final.flops_dense,
+        },
+        "stages": stages,
+        "layers": final.to_dict()["layers"],
+        "recipe": recipe.model_dump(),
+        "seconds": seconds,
+    }

@@ -1,0 +1,11 @@
+"""Bundled models and offline datasets.
+
+Models are built by name (``zoo.model("lenet-300-100")``) and remember how they
+were built, so a saved model can be rebuilt from its file alone. Datasets ship
+inside installed packages; nothing is downloaded.
+"""
+
+from .data import Dataset, dataset, datasets
+from .models import example_inputs, model, models
+
+__all__ = ["Dataset", "dataset", "datasets", "example_inputs", "model", "models"]

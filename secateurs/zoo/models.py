@@ -1,0 +1,107 @@
+"""Model builders, registered by name."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import PruningError
+from ..export import ARCH_ATTR
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_INPUTS: dict[str, Callable[[dict[str, Any]], tuple[int, ...]]] = {}
+
+
+def _flat_input(args: dict[str, Any]) -> tuple[int, ...]:
+    return (1, int(args["in_features"]))
+
+
+def _register(
+    name: str, input_shape: Callable[[dict[str, Any]], tuple[int, ...]] = _flat_input
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder and how to make one example input from its arguments."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _BUILDERS[name] = fn
+        _INPUTS[name] = input_shape
+        return fn
+
+    return deco
+
+
+def mlp(in_features: int, widths: Sequence[int], num_classes: int) -> nn.Sequential:
+    """Flatten, then ``fc1 … fcN`` with ReLU between, the last one giving the logits."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    sizes = [in_features, *widths, num_classes]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        layers[f"fc{i}"] = nn.Linear(a, b)
+        if i < len(sizes) - 1:
+            layers[f"relu{i}"] = nn.ReLU()
+    return nn.Sequential(layers)
+
+
+@_register("lenet-300-100")
+def lenet_300_100(in_features: int = 784, num_classes: int = 10) -> nn.Module:
+    """LeNet-300-100 (LeCun et al., 1998): a 784-300-100-10 fully connected network."""
+    return mlp(in_features, (300, 100), num_classes)
+
+
+@_register("mlp")
+def mlp_model(in_features: int = 784, widths: Sequence[int] = (256, 128), num_classes: int = 10) -> nn.Module:
+    """A fully connected network with configurable hidden ``widths``."""
+    if not widths or any(int(w) < 1 for w in widths):
+        raise PruningError(f"mlp widths must be positive integers, got {list(widths)!r}")
+    return mlp(in_features, [int(w) for w in widths], num_classes)
+
+
+@_register("lenet-5", lambda a: (1, int(a["in_channels"]), int(a["image_size"]), int(a["image_size"])))
+def lenet_5(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
+    """LeNet-5 (LeCun et al., 1998) with ReLU and max-pooling, for 28×28 images."""
+    side = (image_size // 2 - 4) // 2
+    if side < 1:
+        raise PruningError(f"lenet-5 needs images of at least 12x12 pixels, got image_size={image_size}")
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(in_channels, 6, 5, padding=2), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+        conv2=nn.Conv2d(6, 16, 5), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
+        flatten=nn.Flatten(),
+        fc1=nn.Linear(16 * side * side, 120), relu3=nn.ReLU(),
+        fc2=nn.Linear(120, 84), relu4=nn.ReLU(),
+        fc3=nn.Linear(84, num_classes),
+    ))
+
+
+def models() -> list[str]:
+    """Names of the bundled models."""
+    return sorted(_BUILDERS)
+
+
+def model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a bundled model by name; it remembers ``name`` and ``kwargs`` for saving.
+
+    Raises:
+        PruningError: an unknown name or arguments the builder does not take.
+    """
+    if name not in _BUILDERS:
+        raise PruningError(f"unknown model {name!r}; allowed: {', '.join(models())}")
+    try:
+        net = _BUILDERS[name](**kwargs)
+    except TypeError as exc:
+        raise PruningError(f"bad arguments for model {name!r}: {exc}") from None
+    bound = inspect.signature(_BUILDERS[name]).bind(**kwargs)
+    bound.apply_defaults()
+    full = {k: list(v) if isinstance(v, tuple) else v for k, v in bound.arguments.items()}
+    setattr(net, ARCH_ATTR, {"name": name, "kwargs": full, "input_shape": list(_INPUTS[name](full))})
+    return net
+
+
+def example_inputs(net: nn.Module) -> tuple[Tensor, ...] | None:
+    """One random example input for a zoo-built model, or ``None`` for other models."""
+    arch = getattr(net, ARCH_ATTR, None)
+    if not arch or "input_shape" not in arch:
+        return None
+    return (torch.randn(*arch["input_shape"], generator=torch.Generator().manual_seed(0)),)
