@@ -1,0 +1,11 @@
+"""Shared test settings: small, deterministic, CPU only."""
+
+import os
+
+import torch
+from hypothesis import settings
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(1)  # the suite runs on two processes (pytest -n 2)
+settings.register_profile("ci", max_examples=60, deadline=None)
+settings.load_profile("ci")

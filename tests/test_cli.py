@@ -1,0 +1,234 @@
+"""The command line, run as users run it: ``python -m secateurs`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import secateurs as sc
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+TINY_RECIPE = """\
+model: mlp
+model_args: {widths: [32]}
+data: digits
+train: {epochs: 1}
+prune:
+  - sparsity: 0.5
+    finetune: {epochs: 1}
+"""
+
+
+def cli(*args: object, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m secateurs ARGS`` in ``cwd`` with this checkout first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("MPLBACKEND", "Agg")
+    return subprocess.run([sys.executable, "-m", "secateurs", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``secateurs demo -o out -q``, run once for the whole module (about 8 s)."""
+    cwd = tmp_path_factory.mktemp("demo")
+    result = cli("demo", "-o", "out", "-q", cwd=cwd, timeout=300)
+    return result, cwd / "out"
+
+
+@pytest.fixture(scope="module")
+def demo_metrics(demo: tuple[subprocess.CompletedProcess[str], Path]) -> dict:
+    result, out = demo
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "metrics.json").read_text())
+
+
+# ---------------------------------------------------------------- success paths
+
+
+def test_criteria_lists_magnitude_and_random(tmp_path: Path) -> None:
+    r = cli("criteria", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    names = [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+    assert "magnitude" in names and "random" in names
+    assert r.stderr == ""
+
+
+def test_demo_exits_zero_and_writes_its_outputs(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    result, out = demo
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # -q: nothing on stdout
+    for name in ("model.safetensors", "dense.safetensors", "report.md", "weights.png", "metrics.json"):
+        assert (out / name).is_file(), name
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "weights.png").read_bytes()[:8] == PNG_MAGIC
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave no temp files
+    report = (out / "report.md").read_text()
+    assert report.startswith("# secateurs report: lenet-300-100")
+    assert "weights.png" in report
+
+
+def test_demo_metrics_schema(demo_metrics: dict) -> None:
+    m = demo_metrics
+    dense, final, stages = m["dense"], m["final"], m["stages"]
+    assert isinstance(dense["params"], int) and dense["params"] == 266_610  # 784-300-100-10 with biases
+    assert 0.0 <= dense["accuracy"] <= 1.0
+    for key in ("accuracy", "sparsity", "params", "nonzero", "compression", "flops"):
+        assert key in final, key
+    assert 0.0 <= final["accuracy"] <= 1.0
+    assert final["params"] == dense["params"]
+    assert 0 < final["nonzero"] < final["params"]
+    assert final["flops"] > 0
+    assert isinstance(stages, list) and len(stages) >= 2
+    for st in stages:
+        assert isinstance(st["name"], str) and st["name"]
+        assert 0.0 <= st["accuracy"] <= 1.0
+        assert 0.0 <= st["sparsity"] <= 1.0
+    assert stages[0]["sparsity"] == 0.0
+    assert stages[-1]["accuracy"] == final["accuracy"]
+
+
+def test_demo_reaches_90_percent_sparsity_without_losing_accuracy(demo_metrics: dict) -> None:
+    final, dense = demo_metrics["final"], demo_metrics["dense"]
+    assert final["sparsity"] == pytest.approx(0.9, abs=1e-6)
+    assert final["compression"] == pytest.approx(10.0, rel=1e-4)
+    assert final["flops"] < 0.2 * final["flops_dense"]
+    assert final["accuracy"] >= dense["accuracy"] - 0.01  # within one point of the dense model
+    assert dense["accuracy"] > 0.85
+
+
+def test_demo_model_file_matches_metrics(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    _, out = demo
+    model = sc.load(out / "model.safetensors")  # architecture comes from the file
+    assert sc.sparsity(model) == pytest.approx(0.9, abs=1e-6)
+    dense = sc.load(out / "dense.safetensors")
+    assert sc.masks(dense) == {}
+    assert sc.sparsity(dense) == 0.0
+
+
+def test_summary_prints_a_table(demo: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+    _, out = demo
+    r = cli("summary", out / "model.safetensors", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "fc1.weight" in r.stdout and "fc3.weight" in r.stdout
+    assert "sparsity 0.9000" in r.stdout
+    assert list(tmp_path.iterdir()) == []  # summary writes nothing
+
+
+def test_prune_a_saved_model_locally(demo: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+    _, out = demo
+    r = cli("prune", out / "dense.safetensors", "--sparsity", "0.5", "--scope", "local", "-o", "out2", "-q",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out2 = tmp_path / "out2"
+    assert {"model.safetensors", "metrics.json"} <= {p.name for p in out2.iterdir()}
+    m = json.loads((out2 / "metrics.json").read_text())
+    assert m["final"]["sparsity"] == pytest.approx(0.5, abs=1e-6)
+    assert m["stages"][-1]["sparsity"] == pytest.approx(0.5, abs=1e-6)
+    for layer in m["layers"]:  # local scope: every layer loses half
+        assert layer["sparsity"] == pytest.approx(0.5, abs=1e-3), layer["name"]
+    pruned = sc.load(out2 / "model.safetensors")
+    assert sc.sparsity(pruned) == pytest.approx(0.5, abs=1e-6)
+    assert (out / "dense.safetensors").is_file()  # the input is left alone
+    assert sc.masks(sc.load(out / "dense.safetensors")) == {}
+
+
+def test_run_a_tiny_recipe(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
+    r = cli("run", "tiny.yaml", "-o", "out", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    for name in ("model.safetensors", "dense.safetensors", "metrics.json", "report.md", "weights.png"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["final"]["sparsity"] == pytest.approx(0.5, abs=1e-6)
+    assert 0.0 <= m["dense"]["accuracy"] <= 1.0 and 0.0 <= m["final"]["accuracy"] <= 1.0
+    assert len(m["stages"]) == 3  # dense, prune, finetune
+    assert m["stages"][1]["sparsity"] == pytest.approx(0.5, abs=1e-6)
+    model = sc.load(out / "model.safetensors")
+    assert tuple(model.fc1.weight.shape) == (32, 64)  # widths from the recipe, 64 inputs from digits
+    assert sc.sparsity(model) == pytest.approx(0.5, abs=1e-6)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _dense(demo: tuple[subprocess.CompletedProcess[str], Path]) -> Path:
+    return demo[1] / "dense.safetensors"
+
+
+BAD_INPUT = {
+    # id: (files to create in cwd, args (callable on the dense model path), words the message must hold)
+    "missing-model": ({}, lambda d: ["prune", "nope.safetensors", "--sparsity", "0.5", "-o", "out"],
+                      ["nope.safetensors"]),
+    "sparsity-1.5": ({}, lambda d: ["prune", d, "--sparsity", "1.5", "-o", "out"], ["sparsity", "1.5"]),
+    "unknown-criterion": ({}, lambda d: ["prune", d, "--sparsity", "0.5", "--criterion", "nope", "-o", "out"],
+                          ["criterion", "nope", "magnitude"]),
+    "bad-scope": ({}, lambda d: ["prune", d, "--sparsity", "0.5", "--scope", "wide", "-o", "out"],
+                  ["scope", "global", "local"]),
+    "layer-matches-nothing": ({}, lambda d: ["prune", d, "--sparsity", "0.5", "--layer", "zzz*=0.5", "-o", "out"],
+                              ["zzz*"]),
+    "not-a-secateurs-save": ({"x.safetensors": "this is just text\n"},
+                             lambda d: ["prune", "x.safetensors", "--sparsity", "0.5", "-o", "out"],
+                             ["x.safetensors"]),
+    "summary-not-a-save": ({"x.safetensors": "this is just text\n"}, lambda d: ["summary", "x.safetensors"],
+                           ["x.safetensors"]),
+    "malformed-yaml": ({"bad.yaml": "model: mlp\ndata: [digits\ntrain: {epochs: 1}\n"},
+                       lambda d: ["run", "bad.yaml", "-o", "out"], ["bad.yaml"]),
+    "recipe-unknown-key": ({"unk.yaml": "model: mlp\nmodel_args: {widths: [32]}\ndata: digits\n"
+                                        "trian: {epochs: 1}\n"},
+                           lambda d: ["run", "unk.yaml", "-o", "out"], ["trian", "line 4"]),
+    "recipe-missing": ({}, lambda d: ["run", "missing.yaml", "-o", "out"], ["missing.yaml"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line(case: str, demo: tuple[subprocess.CompletedProcess[str], Path],
+                                         tmp_path: Path) -> None:
+    files, args, words = BAD_INPUT[case]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    before = files_under(tmp_path)
+    dense_before = _dense(demo).read_bytes() if _dense(demo).is_file() else None
+    r = cli(*args(_dense(demo)), cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert lines[0].startswith("secateurs: error:"), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert files_under(tmp_path) == before  # no model, metrics or temp file left behind
+    if dense_before is not None:  # the input model is never touched
+        assert _dense(demo).read_bytes() == dense_before
+
+
+def test_unknown_key_line_number_is_exact(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("# a comment\nmodel: mlp\ndata: digits\nprune:\n"
+                                     "  - sparsity: 0.5\n    critrion: magnitude\n")
+    r = cli("run", "r.yaml", "-o", "out", cwd=tmp_path)
+    assert r.returncode == 2
+    msg = r.stderr.strip()
+    assert len(msg.splitlines()) == 1 and "critrion" in msg
+    assert re.search(r"\bline (\d+)\b", msg).group(1) == "6", msg
+    assert files_under(tmp_path) == {Path("r.yaml")}
+
+
+def test_no_arguments_exits_2(tmp_path: Path) -> None:
+    r = cli(cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,117 @@
+"""sc.prune: the public entry point, its result and its errors."""
+
+import pytest
+import torch
+from torch import nn
+
+import secateurs as sc
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
+
+
+def test_global_prune_result_table():
+    net = _net()
+    r = sc.prune(net, sparsity=0.9)
+    assert r.sparsity == pytest.approx(0.9, abs=1e-12)
+    assert [row.name for row in r.layers] == ["0.weight", "2.weight"]
+    assert sum(row.params - row.nonzero for row in r.layers) == 270
+    assert "0.weight" in str(r) and "sparsity 0.9000" in str(r)
+    assert sc.sparsity(net) == pytest.approx(0.9)
+
+
+def test_global_prunes_smallest_weights_first():
+    net = _net()
+    before = torch.cat([net[0].weight.detach().abs().reshape(-1), net[2].weight.detach().abs().reshape(-1)])
+    sc.prune(net, sparsity=0.5)
+    after = torch.cat([net[0].weight.detach().reshape(-1), net[2].weight.detach().reshape(-1)])
+    assert float(before[after == 0].max()) <= float(before[after != 0].min())
+
+
+def test_biases_are_not_pruned():
+    net = _net()
+    bias = net[0].bias.detach().clone()
+    sc.prune(net, sparsity=0.99)
+    assert torch.equal(net[0].bias, bias)
+
+
+@pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, float("nan"), "0.5", True, None])
+def test_bad_sparsity(bad):
+    net = _net()
+    with pytest.raises(sc.PruningError, match="sparsity"):
+        sc.prune(net, sparsity=bad)
+    assert sc.masks(net) == {}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"scope": "wide"}, "scope 'wide'; allowed: global, local"),
+        ({"granularity": "octagon"}, "granularity 'octagon'; allowed: unstructured"),
+        ({"criterion": "nope"}, "criterion 'nope'"),
+        ({"layers": {"fc9": 0.5}}, "matches no prunable layer; prunable layers are: 0, 2"),
+        ({"layers": {"0": 2.0}}, r"layers\['0'\]"),
+        ({"min_density": 1.5}, "min_density"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, match):
+    net = _net()
+    with pytest.raises(sc.PruningError, match=match):
+        sc.prune(net, sparsity=0.5, **kwargs)
+    assert sc.masks(net) == {}
+
+
+def test_pruning_error_is_a_value_error():
+    assert issubclass(sc.PruningError, ValueError)
+
+
+def test_model_without_prunable_layers():
+    with pytest.raises(sc.PruningError, match="no prunable layers"):
+        sc.prune(nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)), sparsity=0.5)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weight_changes_nothing(value):
+    net = _net()
+    sc.prune(net, sparsity=0.3)
+    masks_before = {k: v.clone() for k, v in sc.masks(net).items()}
+    with torch.no_grad():
+        net[2].parametrizations.weight.original[0, 0] = value
+    with pytest.raises(sc.PruningError, match="2.weight has NaN or infinite"):
+        sc.prune(net, sparsity=0.9)
+    for k, v in sc.masks(net).items():
+        assert torch.equal(v, masks_before[k])
+
+
+def test_sparsity_zero_is_a_no_op_mask():
+    net = _net()
+    sc.prune(net, sparsity=0.0)
+    assert sc.sparsity(net) == 0.0
+    assert all(bool(m.all()) for m in sc.masks(net).values())
+
+
+def test_conv_model_prunes_exactly():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 10))
+    sc.prune(net, sparsity=0.7, scope="local")
+    for name, m in sc.masks(net).items():
+        assert int((~m).sum()) == int(0.7 * m.numel() + 0.5), name
+    assert net(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_pruned_model_still_trains_and_masks_hold():
+    net = _net()
+    sc.prune(net, sparsity=0.8)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(32, 10), torch.randint(0, 5, (32,))
+    first = None
+    for _ in range(20):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), y)
+        first = first if first is not None else float(loss.detach())
+        loss.backward()
+        opt.step()
+    assert float(loss) < first
+    assert sc.sparsity(net) == pytest.approx(0.8, abs=1 / 300)
