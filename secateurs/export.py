@@ -131,15 +131,20 @@ def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Mod
         masking.set_mask(model.get_submodule(module_name), mask, tensor_name)
     state = {}
     for key, value in values.items():
-        module_name, _, tensor_name = key.rpartition(".")
-        if key in masks_:
-            prefix = f"{module_name}." if module_name else ""
-            key = f"{prefix}parametrizations.{tensor_name}.original"
-        state[key] = value
-    state.update({f"{k.rpartition('.')[0]}.parametrizations.{k.rpartition('.')[2]}.0.mask".lstrip("."): v
-                  for k, v in masks_.items()})
+        if key in masks_:  # the weight goes to the parametrization's original, beside its mask
+            state[_parametrized_key(key, "original")] = value
+            state[_parametrized_key(key, "0.mask")] = masks_[key]
+        else:
+            state[key] = value
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _parametrized_key(name: str, leaf: str) -> str:
+    """``"fc1.weight"`` -> ``"fc1.parametrizations.weight.<leaf>"``."""
+    module_name, _, tensor_name = name.rpartition(".")
+    prefix = f"{module_name}." if module_name else ""
+    return f"{prefix}parametrizations.{tensor_name}.{leaf}"
 
 
 def _check_matches(model: nn.Module, values: dict[str, Tensor], masks_: dict[str, Tensor], path: Any) -> None:

@@ -15,7 +15,7 @@ from . import export, masking, zoo
 from .analysis import plots, report
 from .analysis.summary import summary
 from .errors import PruningError
-from .pruning import prune
+from .pruning import prune, resolve_layers
 from .recipes import Recipe
 from .training import evaluate, train
 
@@ -84,7 +84,7 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_stages(recipe)
     model = _trained(recipe, out, quiet)
     test = zoo.dataset(recipe.data).test if recipe.data else None
     example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
@@ -117,6 +117,13 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     text = json.dumps(metrics, indent=2)
     export.atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
     return metrics
+
+
+def _check_stages(recipe: Recipe) -> None:
+    """Catch what the schema cannot see (layer patterns, no prunable layers) before any work."""
+    model = build_model(recipe)
+    for st in recipe.prune:
+        resolve_layers(model, st.layers or None, st.sparsity)
 
 
 def _fmt(acc: float | None) -> str:

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 import secateurs as sc
+from secateurs import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -42,10 +44,25 @@ def files_under(root: Path) -> set[Path]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """``secateurs demo -o out -q``, run once for the whole module (about 8 s)."""
-    cwd = tmp_path_factory.mktemp("demo")
-    result = cli("demo", "-o", "out", "-q", cwd=cwd, timeout=300)
-    return result, cwd / "out"
+    """``secateurs demo -o out -q``, run once (about 8 s) and shared by the tests below.
+
+    Under pytest-xdist every worker would run a module fixture again; the lock and
+    the stored result make the workers of one session share a single run.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    cwd = root / "secateurs-cli-demo"
+    stored = cwd / "result.json"
+    with FileLock(str(root / "secateurs-cli-demo.lock")):
+        if stored.is_file():
+            rc, out, err = json.loads(stored.read_text())
+        else:
+            cwd.mkdir(exist_ok=True)
+            r = cli("demo", "-o", "out", "-q", cwd=cwd, timeout=300)
+            rc, out, err = r.returncode, r.stdout, r.stderr
+            stored.write_text(json.dumps([rc, out, err]))
+    return subprocess.CompletedProcess(["secateurs", "demo"], rc, out, err), cwd / "out"
 
 
 @pytest.fixture(scope="module")
@@ -165,44 +182,39 @@ def test_run_a_tiny_recipe(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- bad input
 
 
-def _dense(demo: tuple[subprocess.CompletedProcess[str], Path]) -> Path:
-    return demo[1] / "dense.safetensors"
-
-
 BAD_INPUT = {
-    # id: (files to create in cwd, args (callable on the dense model path), words the message must hold)
-    "missing-model": ({}, lambda d: ["prune", "nope.safetensors", "--sparsity", "0.5", "-o", "out"],
-                      ["nope.safetensors"]),
-    "sparsity-1.5": ({}, lambda d: ["prune", d, "--sparsity", "1.5", "-o", "out"], ["sparsity", "1.5"]),
-    "unknown-criterion": ({}, lambda d: ["prune", d, "--sparsity", "0.5", "--criterion", "nope", "-o", "out"],
+    # id: (files to create in cwd, arguments, words the one-line message must hold);
+    # "m.safetensors" is a small model saved by secateurs, written by the test.
+    "missing-model": ({}, ["prune", "nope.safetensors", "--sparsity", "0.5", "-o", "out"], ["nope.safetensors"]),
+    "sparsity-1.5": ({}, ["prune", "m.safetensors", "--sparsity", "1.5", "-o", "out"], ["sparsity", "1.5"]),
+    "unknown-criterion": ({}, ["prune", "m.safetensors", "--sparsity", "0.5", "--criterion", "nope", "-o", "out"],
                           ["criterion", "nope", "magnitude"]),
-    "bad-scope": ({}, lambda d: ["prune", d, "--sparsity", "0.5", "--scope", "wide", "-o", "out"],
+    "bad-scope": ({}, ["prune", "m.safetensors", "--sparsity", "0.5", "--scope", "wide", "-o", "out"],
                   ["scope", "global", "local"]),
-    "layer-matches-nothing": ({}, lambda d: ["prune", d, "--sparsity", "0.5", "--layer", "zzz*=0.5", "-o", "out"],
-                              ["zzz*"]),
+    "layer-matches-nothing": ({}, ["prune", "m.safetensors", "--sparsity", "0.5", "--layer", "zzz*=0.5",
+                                   "-o", "out"], ["zzz*"]),
     "not-a-secateurs-save": ({"x.safetensors": "this is just text\n"},
-                             lambda d: ["prune", "x.safetensors", "--sparsity", "0.5", "-o", "out"],
-                             ["x.safetensors"]),
-    "summary-not-a-save": ({"x.safetensors": "this is just text\n"}, lambda d: ["summary", "x.safetensors"],
+                             ["prune", "x.safetensors", "--sparsity", "0.5", "-o", "out"], ["x.safetensors"]),
+    "summary-not-a-save": ({"x.safetensors": "this is just text\n"}, ["summary", "x.safetensors"],
                            ["x.safetensors"]),
     "malformed-yaml": ({"bad.yaml": "model: mlp\ndata: [digits\ntrain: {epochs: 1}\n"},
-                       lambda d: ["run", "bad.yaml", "-o", "out"], ["bad.yaml"]),
+                       ["run", "bad.yaml", "-o", "out"], ["bad.yaml"]),
     "recipe-unknown-key": ({"unk.yaml": "model: mlp\nmodel_args: {widths: [32]}\ndata: digits\n"
                                         "trian: {epochs: 1}\n"},
-                           lambda d: ["run", "unk.yaml", "-o", "out"], ["trian", "line 4"]),
-    "recipe-missing": ({}, lambda d: ["run", "missing.yaml", "-o", "out"], ["missing.yaml"]),
+                           ["run", "unk.yaml", "-o", "out"], ["trian", "line 4"]),
+    "recipe-missing": ({}, ["run", "missing.yaml", "-o", "out"], ["missing.yaml"]),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_exits_2_with_one_line(case: str, demo: tuple[subprocess.CompletedProcess[str], Path],
-                                         tmp_path: Path) -> None:
+def test_bad_input_exits_2_with_one_line(case: str, tmp_path: Path) -> None:
     files, args, words = BAD_INPUT[case]
+    model = tmp_path / "m.safetensors"
+    sc.save(zoo.model("mlp", in_features=64, widths=[16]), model)
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    before = files_under(tmp_path)
-    dense_before = _dense(demo).read_bytes() if _dense(demo).is_file() else None
-    r = cli(*args(_dense(demo)), cwd=tmp_path)
+    before, saved = files_under(tmp_path), model.read_bytes()
+    r = cli(*args, cwd=tmp_path)
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -210,9 +222,8 @@ def test_bad_input_exits_2_with_one_line(case: str, demo: tuple[subprocess.Compl
     assert lines[0].startswith("secateurs: error:"), lines[0]
     for word in words:
         assert word in lines[0], (word, lines[0])
-    assert files_under(tmp_path) == before  # no model, metrics or temp file left behind
-    if dense_before is not None:  # the input model is never touched
-        assert _dense(demo).read_bytes() == dense_before
+    assert files_under(tmp_path) == before  # no model, metrics, plot or temp file left behind
+    assert model.read_bytes() == saved  # the input model is never touched
 
 
 def test_unknown_key_line_number_is_exact(tmp_path: Path) -> None:
