@@ -83,13 +83,12 @@ def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
     try:
         return recipes.Recipe.model_validate(raw)
     except recipes.ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"][2:] or err["loc"])
-        raise PruningError(f"--{key.replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}") from None
+        key, msg, _ = recipes.describe(exc, skip=2)  # drop ("prune", 0)
+        raise PruningError(f"--{key.replace('_', '-')}: {msg}") from None
 
 
 def _dispatch(a: argparse.Namespace) -> int:
-    from . import runner  # torch and friends load only when needed
+    from . import runner
 
     if a.command == "criteria":
         for name in criteria.names():

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["DEMO", "Recipe", "RecipeError", "Stage", "ValidationError", "load", "parse"]
+__all__ = ["DEMO", "Recipe", "RecipeError", "Stage", "ValidationError", "describe", "load", "parse"]
 
 from . import criteria
 from .errors import PruningError, check_sparsity
@@ -142,15 +142,28 @@ def parse(text: str, source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        key = ".".join(str(p) for p in loc) or "recipe"
+        key, msg, loc = describe(exc)
         line = _line_of(root, loc)
         where = f" line {line}" if line else ""
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
         raise RecipeError(f"{source}{where}: {key}: {msg}") from None
+
+
+def describe(exc: ValidationError, skip: int = 0) -> tuple[str, str, tuple[Any, ...]]:
+    """``(dotted key, message naming the value received, location)`` of the first error.
+
+    Args:
+        exc: the pydantic error.
+        skip: leading location parts to leave out of the key (e.g. ``("prune", 0)``).
+    """
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc[skip:] or loc) or "recipe"
+    if err["type"] == "extra_forbidden":
+        return key, "unknown key", loc
+    msg = err["msg"].removeprefix("Value error, ")
+    if not err["type"].startswith("value_error") and err["type"] != "missing":
+        msg += f", got {err.get('input')!r}"
+    return key, msg, loc
 
 
 def load(path: str | Path) -> Recipe:

@@ -7,7 +7,10 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from filelock import FileLock
@@ -39,29 +42,36 @@ def cli(*args: object, cwd: Path, timeout: float = 120) -> subprocess.CompletedP
 
 
 def files_under(root: Path) -> set[Path]:
-    return {p.relative_to(root) for p in root.rglob("*") if p.is_file()}
+    """Every file and folder under ``root``, relative to it."""
+    return {p.relative_to(root) for p in root.rglob("*")}
+
+
+def shared_once(factory: pytest.TempPathFactory, name: str, produce: Callable[[Path], Any]) -> tuple[Any, Path]:
+    """``produce(folder)`` run once per test session, its JSON result shared.
+
+    Under pytest-xdist each worker would set a module fixture up again; the lock and
+    the stored result make the workers of one session share a single run.
+    """
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    folder, stored = root / f"secateurs-cli-{name}", root / f"secateurs-cli-{name}.json"
+    with FileLock(str(root / f"secateurs-cli-{name}.lock")):
+        if not stored.is_file():
+            folder.mkdir(exist_ok=True)
+            stored.write_text(json.dumps(produce(folder)))
+        return json.loads(stored.read_text()), folder
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """``secateurs demo -o out -q``, run once (about 8 s) and shared by the tests below.
+    """``secateurs demo -o out -q``, run once (about 8 s) and shared by the tests below."""
 
-    Under pytest-xdist every worker would run a module fixture again; the lock and
-    the stored result make the workers of one session share a single run.
-    """
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # shared by the workers of this session
-    cwd = root / "secateurs-cli-demo"
-    stored = cwd / "result.json"
-    with FileLock(str(root / "secateurs-cli-demo.lock")):
-        if stored.is_file():
-            rc, out, err = json.loads(stored.read_text())
-        else:
-            cwd.mkdir(exist_ok=True)
-            r = cli("demo", "-o", "out", "-q", cwd=cwd, timeout=300)
-            rc, out, err = r.returncode, r.stdout, r.stderr
-            stored.write_text(json.dumps([rc, out, err]))
+    def produce(cwd: Path) -> list[Any]:
+        r = cli("demo", "-o", "out", "-q", cwd=cwd, timeout=300)
+        return [r.returncode, r.stdout, r.stderr]
+
+    (rc, out, err), cwd = shared_once(tmp_path_factory, "demo", produce)
     return subprocess.CompletedProcess(["secateurs", "demo"], rc, out, err), cwd / "out"
 
 
@@ -202,44 +212,64 @@ BAD_INPUT = {
     "recipe-unknown-key": ({"unk.yaml": "model: mlp\nmodel_args: {widths: [32]}\ndata: digits\n"
                                         "trian: {epochs: 1}\n"},
                            ["run", "unk.yaml", "-o", "out"], ["trian", "line 4"]),
+    "recipe-unknown-key-in-stage": ({"r.yaml": "# a comment\nmodel: mlp\ndata: digits\nprune:\n"
+                                               "  - sparsity: 0.5\n    critrion: magnitude\n"},
+                                    ["run", "r.yaml", "-o", "out"], ["critrion", "line"]),
     "recipe-missing": ({}, ["run", "missing.yaml", "-o", "out"], ["missing.yaml"]),
+    "no-arguments": ({}, [], []),
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_exits_2_with_one_line(case: str, tmp_path: Path) -> None:
-    files, args, words = BAD_INPUT[case]
-    model = tmp_path / "m.safetensors"
+def _run_bad_case(folder: Path, case: str) -> dict[str, Any]:
+    files, args, _ = BAD_INPUT[case]
+    cwd = folder / case
+    cwd.mkdir()
+    model = cwd / "m.safetensors"
     sc.save(zoo.model("mlp", in_features=64, widths=[16]), model)
     for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    before, saved = files_under(tmp_path), model.read_bytes()
-    r = cli(*args, cwd=tmp_path)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    assert "Traceback" not in r.stderr
+        (cwd / name).write_text(text)
+    before, saved = files_under(cwd), model.read_bytes()
+    r = cli(*args, cwd=cwd)
+    return {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr,
+            "before": sorted(map(str, before)), "after": sorted(map(str, files_under(cwd))),
+            "model_unchanged": model.read_bytes() == saved}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Every BAD_INPUT case, run concurrently (each start-up imports torch: ~2 s of CPU)."""
+
+    def produce(folder: Path) -> dict[str, dict[str, Any]]:
+        with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+            futures = {case: pool.submit(_run_bad_case, folder, case) for case in BAD_INPUT}
+            return {case: f.result() for case, f in futures.items()}
+
+    return shared_once(tmp_path_factory, "bad-input", produce)[0]
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line(case: str, bad_runs: dict[str, dict[str, Any]]) -> None:
+    r, words = bad_runs[case], BAD_INPUT[case][2]
+    assert r["rc"] == 2, (r["rc"], r["stderr"])
+    lines = r["stderr"].strip().splitlines()
+    assert len(lines) == 1, r["stderr"]
+    assert "Traceback" not in r["stderr"]
     assert lines[0].startswith("secateurs: error:"), lines[0]
     for word in words:
         assert word in lines[0], (word, lines[0])
-    assert files_under(tmp_path) == before  # no model, metrics, plot or temp file left behind
-    assert model.read_bytes() == saved  # the input model is never touched
+    assert r["after"] == r["before"]  # no output folder, model, metrics, plot or temp file left behind
+    assert r["model_unchanged"]  # the input model is never touched
 
 
-def test_unknown_key_line_number_is_exact(tmp_path: Path) -> None:
-    (tmp_path / "r.yaml").write_text("# a comment\nmodel: mlp\ndata: digits\nprune:\n"
-                                     "  - sparsity: 0.5\n    critrion: magnitude\n")
-    r = cli("run", "r.yaml", "-o", "out", cwd=tmp_path)
-    assert r.returncode == 2
-    msg = r.stderr.strip()
-    assert len(msg.splitlines()) == 1 and "critrion" in msg
+def test_unknown_key_in_a_stage_names_its_exact_line(bad_runs: dict[str, dict[str, Any]]) -> None:
+    msg = bad_runs["recipe-unknown-key-in-stage"]["stderr"].strip()
     assert re.search(r"\bline (\d+)\b", msg).group(1) == "6", msg
-    assert files_under(tmp_path) == {Path("r.yaml")}
+    assert "prune.0.critrion" in msg, msg
 
 
-def test_no_arguments_exits_2(tmp_path: Path) -> None:
-    r = cli(cwd=tmp_path)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert list(tmp_path.iterdir()) == []
+def test_no_arguments_exits_2(bad_runs: dict[str, dict[str, Any]]) -> None:
+    r = bad_runs["no-arguments"]
+    assert r["rc"] == 2
+    assert "Traceback" not in r["stderr"]
+    assert len(r["stderr"].strip().splitlines()) == 1, r["stderr"]
+    assert r["after"] == r["before"]
