@@ -124,8 +124,33 @@ KeyFn = Callable[[int], Iterator[Tensor]]
 most :data:`CHUNK` entries, entries already pruned at :data:`FORCED`."""
 
 
-def _all_keys(keys_of: KeyFn, i: int) -> Tensor:
+def all_keys(keys_of: KeyFn, i: int) -> Tensor:
+    """Layer ``i``'s keys in one flat tensor."""
     return torch.cat(list(keys_of(i)))
+
+
+def row_masks(
+    slots: Sequence[Slot], keys_of: KeyFn, default: float, shapes: Sequence[tuple[int, ...]],
+    min_density: float = 0.0,
+) -> list[Tensor]:
+    """Keep-masks where each output row of each layer loses its own share (Wanda's comparison).
+
+    Row ``r`` of a layer with ``c`` entries per row loses ``round(p · c)`` entries, its
+    lowest keys (ties to the lower index), or more if more are already pruned; the
+    collapse guard applies per row.
+    """
+    out = []
+    for i, (slot, shape) in enumerate(zip(slots, shapes)):
+        p = default if slot.sparsity is None else slot.sparsity
+        keys = all_keys(keys_of, i).reshape(shape[0], -1)
+        cols = keys.shape[1]
+        order = torch.sort(keys, dim=1, stable=True).indices
+        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(cols).expand_as(order).contiguous())
+        forced = (keys == FORCED).sum(dim=1, keepdim=True)
+        cap = cols - min_keep(min_density, cols)
+        drop = torch.clamp(forced, min=min(count(p, cols), cap))
+        out.append((ranks >= drop).reshape(-1))
+    return out
 
 
 def local_masks(slots: Sequence[Slot], keys_of: KeyFn, default: float) -> list[Tensor]:
@@ -134,7 +159,7 @@ def local_masks(slots: Sequence[Slot], keys_of: KeyFn, default: float) -> list[T
     for i, slot in enumerate(slots):
         p = default if slot.sparsity is None else slot.sparsity
         n = min(max(count(p, slot.numel), slot.forced), slot.cap)
-        out.append(lowest(_all_keys(keys_of, i), n).logical_not_())
+        out.append(lowest(all_keys(keys_of, i), n).logical_not_())
     return out
 
 
@@ -221,7 +246,7 @@ def _fill_bucket(
     ties = need - sum(takes)
     for i, ((idx, low), h, r) in enumerate(zip(cands, hists, room)):
         if below[i] > caps[i]:  # saturated below the bucket: keep only its lowest `cap`
-            prune[i] = lowest(_all_keys(keys_of, i), caps[i])
+            prune[i] = lowest(all_keys(keys_of, i), caps[i])
             continue
         extra = min(int(h[f]), r - takes[i], ties) if f < _BINS else 0
         takes[i] += extra

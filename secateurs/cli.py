@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
     pr.add_argument("--sparsity", type=float, required=True, help="fraction of weights removed, in [0, 1)")
     pr.add_argument("--criterion", default="magnitude", help="see `secateurs criteria` (default magnitude)")
-    pr.add_argument("--granularity", default="unstructured", help="what is removed together (default unstructured)")
+    pr.add_argument("--granularity", default="unstructured",
+                    help="unstructured (default), neuron, channel, filter, block:RxC or N:M such as 2:4")
     pr.add_argument("--scope", default="global", help="global or local (default global)")
     pr.add_argument("--min-density", type=float, default=0.0, help="fraction every layer keeps at least")
     pr.add_argument("--layer", action="append", default=[], metavar="PATTERN=SPARSITY",
@@ -47,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", help="zoo dataset to measure accuracy and fine-tune on")
     pr.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after pruning")
     pr.add_argument("--seed", type=int, default=0, help="seed for stochastic criteria")
+    pr.add_argument("--calibration-batches", type=int, default=8,
+                    help="batches of --data given to criteria that need data (default 8)")
     pr.add_argument("-o", "--out", required=True, help="output directory")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
@@ -76,7 +79,7 @@ def _layers(items: list[str]) -> dict[str, float | None]:
 def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
     stage = {"sparsity": a.sparsity, "criterion": a.criterion, "scope": a.scope,
              "granularity": a.granularity, "min_density": a.min_density, "layers": _layers(a.layer),
-             "seed": a.seed}
+             "seed": a.seed, "calibration_batches": a.calibration_batches}
     if a.finetune_epochs:
         stage["finetune"] = {"epochs": a.finetune_epochs}
     raw = {"model": a.model, "data": a.data, "prune": [stage]}

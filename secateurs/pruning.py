@@ -90,26 +90,20 @@ def _matches(pattern: str, module_name: str) -> bool:
     )
 
 
-def _check_finite(targets: list[Target]) -> None:
-    for t in targets:
-        lo, hi = torch.aminmax(masking.original(t.module).detach())  # NaN and inf propagate
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise PruningError(f"{t.param} has NaN or infinite values; fix the weights before pruning")
-
-
 def _prepare(
     model: nn.Module,
     criterion: str | criteria.Criterion,
-    data: Iterable[Any] | None,
-    loss_fn: Callable[..., Tensor] | None,
+    targets: list[Target],
+    ctx: criteria.Context,
     seed: int,
 ) -> criteria.Criterion:
     crit = criteria.get(criterion, seed=seed)
-    if crit.needs_data and data is None:
+    if crit.needs_data and ctx.data is None:
         raise PruningError(f"criterion {crit.name!r} needs data=: an iterable of batches")
-    if crit.needs_loss and loss_fn is None:
+    if crit.needs_loss and ctx.loss_fn is None:
         raise PruningError(f"criterion {crit.name!r} needs loss_fn=(outputs, targets) -> loss")
-    crit.prepare(model, data, loss_fn)
+    ctx.layers = {t.param: t.module for t in targets}
+    crit.prepare(ctx)
     return crit
 
 
@@ -118,7 +112,7 @@ def prune(
     sparsity: float,
     *,
     criterion: str | criteria.Criterion = "magnitude",
-    granularity: str = "unstructured",
+    granularity: object = "unstructured",
     scope: str = "global",
     layers: Mapping[str, float | None] | None = None,
     min_density: float = 0.0,
@@ -135,17 +129,18 @@ def prune(
 
     Args:
         model: the network; weights of Linear and Conv1d/2d/3d layers are prunable.
-        sparsity: fraction of weights to remove, in [0, 1).
+        sparsity: fraction of weights to remove, in [0, 1). For ``"N:M"`` it must be ``1 - N/M``.
         criterion: a registered name (see :func:`secateurs.criteria`) or a Criterion.
-        granularity: what is removed together; ``"unstructured"``.
+        granularity: what is removed together: ``"unstructured"``, ``"N:M"`` (e.g. ``"2:4"``),
+            ``"block:RxC"`` or ``(R, C)``, ``"neuron"`` / ``"channel"`` / ``"filter"``.
         scope: ``"global"`` (one threshold over the layers) or ``"local"`` (each layer loses ``sparsity``).
         layers: names or glob patterns -> sparsity for those layers, or ``None`` to exclude them.
             Layers given a value are pruned to it alone; ``sparsity`` applies to the rest.
-        min_density: fraction of each layer's weights that must survive (collapse guard);
+        min_density: fraction of each layer's groups that must survive (collapse guard);
             under global scope the shortfall is taken from the other layers.
         data: batches for criteria that need data.
         loss_fn: ``loss_fn(outputs, targets)`` for criteria that need gradients.
-        example_inputs: inputs for structured pruning (unused for unstructured).
+        example_inputs: example inputs (SynFlow uses their shape).
         seed: seed for stochastic criteria.
 
     Returns:
@@ -161,18 +156,20 @@ def prune(
         >>> round(sc.prune(net, sparsity=0.5).sparsity, 2)
         0.5
     """
-    del example_inputs  # used by structured granularities
     sparsity = check_sparsity(sparsity)
     check_choice(scope, "scope", SCOPES)
     group = gran.parse(granularity)
     if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
         raise PruningError(f"min_density must be a number in [0, 1], got {min_density!r}")
     targets = resolve_layers(model, layers, sparsity)
-    _check_finite(targets)
-    crit = _prepare(model, criterion, data, loss_fn, seed)
-    keep, shortfall = _allocate(targets, crit, group, scope, sparsity, float(min_density))
+    _check_targets(targets, group)
+    ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
+                           granularity=group, example_inputs=example_inputs, min_density=float(min_density))
+    crit = _prepare(model, criterion, targets, ctx, seed)
+    keep, shortfall = allocate(targets, crit, group, scope, sparsity, float(min_density))
     for t, k in zip(targets, keep):  # nothing is changed before every mask is known
         masking.set_mask(t.module, k, copy=False)
+        crit.update(t.param, t.module, k)
     rows = [
         LayerStats(t.param, masking.kind(t.module), tuple(k.shape), k.numel(), int(torch.count_nonzero(k)))
         for t, k in zip(targets, keep)
@@ -185,7 +182,21 @@ def prune(
     return PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall)
 
 
-def _allocate(
+def _check_targets(targets: list[Target], group: gran.Granularity) -> None:
+    for t in targets:
+        w = masking.original(t.module).detach()
+        lo, hi = torch.aminmax(w)  # NaN and inf propagate
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise PruningError(f"{t.param} has NaN or infinite values; fix the weights before pruning")
+        group.check(t.param, tuple(w.shape))
+        if isinstance(group, gran.NM) and abs(float(t.sparsity or 0) - group.sparsity) > 1e-9:
+            raise PruningError(
+                f"granularity {group.name} prunes exactly {group.sparsity:g} of each layer; "
+                f"got sparsity {t.sparsity!r} for {t.param}"
+            )
+
+
+def allocate(
     targets: list[Target],
     crit: criteria.Criterion,
     group: gran.Granularity,
@@ -193,16 +204,32 @@ def _allocate(
     sparsity: float,
     min_density: float,
 ) -> tuple[list[Tensor], int]:
+    """Element keep-masks for ``targets`` (a prepared criterion) and the global shortfall."""
     shapes = [tuple(masking.original(t.module).shape) for t in targets]
+    currents = [masking.get_mask(t.module) for t in targets]
     slots = []
-    for t, shape in zip(targets, shapes):
-        cur = masking.get_mask(t.module)
-        flat = None if cur is None else group.groups(cur).reshape(-1).cpu()
+    for t, shape, cur in zip(targets, shapes, currents):
+        flat = None if cur is None else group.group_keep(cur).reshape(-1).cpu()
         n = group.groups(torch.empty(shape, device="meta")).numel()
         own = t.sparsity if (scope == "local" or t.own) else None
         slots.append(allocation.Slot(n, own, allocation.min_keep(min_density, n), flat))
+    keys_of = _key_source(targets, slots, crit, group, scope)
+    keep, shortfall = _choose(slots, keys_of, crit, group, scope, sparsity, shapes, min_density)
+    if shortfall:
+        warnings.warn(f"min_density={min_density} kept {shortfall} weights the target would remove", stacklevel=3)
+    out = []
+    for t, k, shape, cur in zip(targets, keep, shapes, currents):
+        elem = group.expand(k, shape).to(masking.original(t.module).device)
+        out.append(elem if cur is None else elem.logical_and_(cur))  # pruned entries stay pruned
+    return out, shortfall
 
-    elementwise = crit.elementwise and isinstance(group, gran.Unstructured)
+
+def _key_source(
+    targets: list[Target], slots: list[allocation.Slot], crit: criteria.Criterion,
+    group: gran.Granularity, scope: str,
+) -> allocation.KeyFn:
+    elementwise = crit.elementwise and type(group) is gran.Unstructured
+    normalise = scope == "global" and group.structured
 
     def keys_of(i: int) -> Iterator[Tensor]:
         t, current = targets[i], slots[i].current
@@ -214,7 +241,8 @@ def _allocate(
                     for lo in range(0, flat.numel(), allocation.CHUNK)
                 )
             else:  # the masked weight is computed on demand, one layer at a time
-                full = group.groups(crit.score(t.param, t.module.weight.detach())).reshape(-1)
+                full = group.groups(crit.score(t.param, t.module.weight.detach()))
+                full = (gran.normalise(full) if normalise else full).reshape(-1)
                 parts = full.split(allocation.CHUNK)
             lo = 0
             for part in parts:
@@ -224,20 +252,30 @@ def _allocate(
                 lo += keys.numel()
                 yield keys
 
+    return keys_of
+
+
+def _choose(
+    slots: list[allocation.Slot], keys_of: allocation.KeyFn, crit: criteria.Criterion,
+    group: gran.Granularity, scope: str, sparsity: float, shapes: list[tuple[int, ...]], min_density: float,
+) -> tuple[list[Tensor], int]:
+    """Group keep-masks: fixed patterns, per-row, local or global selection."""
+    if isinstance(group, gran.NM):
+        return [group.select(allocation.all_keys(keys_of, i), s) for i, s in enumerate(shapes)], 0
+    if crit.compare_rows and scope == "local" and type(group) is gran.Unstructured:
+        return allocation.row_masks(slots, keys_of, sparsity, shapes, min_density), 0
     pooled = [i for i, s in enumerate(slots) if s.sparsity is None]
     own_ix = [i for i, s in enumerate(slots) if s.sparsity is not None]
     keep: list[Tensor | None] = [None] * len(slots)
-    for i, m in zip(own_ix, allocation.local_masks([slots[i] for i in own_ix], lambda j: keys_of(own_ix[j]), sparsity)):
+    own = allocation.local_masks([slots[i] for i in own_ix], lambda j: keys_of(own_ix[j]), sparsity)
+    for i, m in zip(own_ix, own):
         keep[i] = m
     shortfall = 0
     if pooled:
         masks_, shortfall = allocation.global_masks([slots[i] for i in pooled], lambda j: keys_of(pooled[j]), sparsity)
         for i, m in zip(pooled, masks_):
             keep[i] = m
-    if shortfall:
-        warnings.warn(f"min_density={min_density} kept {shortfall} weights the target would remove", stacklevel=3)
-    devices = [masking.original(t.module).device for t in targets]
-    return [group.expand(k, s).to(d) for k, s, d in zip(keep, shapes, devices)], shortfall
+    return keep, shortfall  # type: ignore[return-value]
 
 
 def score(
@@ -247,6 +285,7 @@ def score(
     data: Iterable[Any] | None = None,
     loss_fn: Callable[..., Tensor] | None = None,
     layers: Mapping[str, float | None] | None = None,
+    example_inputs: tuple[Any, ...] | None = None,
     seed: int = 0,
 ) -> dict[str, Tensor]:
     """Scores of every prunable weight, without pruning anything.
@@ -260,6 +299,7 @@ def score(
         ['0.weight']
     """
     targets = resolve_layers(model, layers, 0.0)
-    crit = _prepare(model, criterion, data, loss_fn, seed)
+    ctx = criteria.Context(model, data=data, loss_fn=loss_fn, example_inputs=example_inputs)
+    crit = _prepare(model, criterion, targets, ctx, seed)
     with torch.no_grad():
         return {t.param: crit.score(t.param, t.module.weight.detach()) for t in targets}

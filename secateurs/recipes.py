@@ -24,9 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = ["DEMO", "Recipe", "RecipeError", "Stage", "ValidationError", "describe", "load", "parse"]
 
-from . import criteria
+from . import criteria, granularity
 from .errors import PruningError, check_sparsity
-from .granularity import GRANULARITIES
 from .pruning import SCOPES
 
 
@@ -60,11 +59,14 @@ class Stage(_Strict):
     sparsity: float = Field(description="fraction of weights removed at the end of the stage, in [0, 1)")
     criterion: str = Field("magnitude", description="a registered criterion (secateurs criteria)")
     scope: Literal[SCOPES] = Field("global", description="global: one threshold; local: each layer")  # type: ignore[valid-type]
-    granularity: Literal[GRANULARITIES] = Field("unstructured", description="what is removed together")  # type: ignore[valid-type]
+    granularity: str = Field("unstructured",
+                             description="what is removed together: unstructured, neuron, channel, filter, "
+                                         "block:RxC or N:M")
     layers: dict[str, float | None] = Field(default_factory=dict,
                                             description="name or glob -> sparsity, or null to exclude")
     min_density: float = Field(0.0, ge=0, le=1, description="fraction every layer keeps at least")
     seed: int = Field(0, description="seed for stochastic criteria")
+    calibration_batches: int = Field(8, ge=1, description="training batches given to criteria that need data")
     finetune: Finetune | None = Field(None, description="fine-tuning after this stage")
 
     @field_validator("sparsity")
@@ -77,6 +79,12 @@ class Stage(_Strict):
     def _criterion(cls, v: str) -> str:
         if v not in criteria.names():
             raise ValueError(f"unknown criterion {v!r}; allowed: {', '.join(criteria.names())}")
+        return v
+
+    @field_validator("granularity")
+    @classmethod
+    def _granularity(cls, v: str) -> str:
+        granularity.parse(v)
         return v
 
 
@@ -102,6 +110,9 @@ class Recipe(_Strict):
     def _needs_data(self) -> Recipe:
         if self.data is None and (self.train.epochs or any(s.finetune and s.finetune.epochs for s in self.prune)):
             raise ValueError("training or fine-tuning needs data: set data to a zoo dataset")
+        for s in self.prune:
+            if self.data is None and criteria.get(s.criterion).needs_data:
+                raise ValueError(f"criterion {s.criterion!r} needs data: set data to a zoo dataset")
         return self
 
 

@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from . import export, masking, zoo
 from .analysis import plots, report
 from .analysis.summary import summary
 from .errors import PruningError
 from .pruning import prune, resolve_layers
-from .recipes import Recipe
+from .recipes import Recipe, Stage
 from .training import evaluate, train
 
 
@@ -94,7 +96,8 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     _say(quiet, f"dense: accuracy {_fmt(dense_acc)}, {dense_sum.total_params:,} parameters")
     for i, st in enumerate(recipe.prune, start=1):
         prune(model, st.sparsity, criterion=st.criterion, scope=st.scope, granularity=st.granularity,
-              layers=st.layers or None, min_density=st.min_density, seed=st.seed)
+              layers=st.layers or None, min_density=st.min_density, seed=st.seed,
+              data=_calibration(recipe, st, i), loss_fn=F.cross_entropy, example_inputs=example)
         stages.append(_stage(f"prune {i}: {st.criterion} {st.scope} {st.sparsity:.0%}", acc(), model))
         _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}, "
                     f"sparsity {stages[-1]['sparsity']:.2%}")
@@ -117,6 +120,15 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     text = json.dumps(metrics, indent=2)
     export.atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
     return metrics
+
+
+def _calibration(recipe: Recipe, stage: Stage, i: int) -> list[Any] | None:
+    """The first ``calibration_batches`` shuffled training batches, for criteria that need data."""
+    if recipe.data is None:
+        return None
+    loader = DataLoader(zoo.dataset(recipe.data).train, batch_size=recipe.train.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(recipe.seed + 1000 * i))
+    return [b for _, b in zip(range(stage.calibration_batches), loader)]
 
 
 def _check_stages(recipe: Recipe) -> None:

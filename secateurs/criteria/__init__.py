@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from torch import Tensor, nn
@@ -23,13 +24,42 @@ _loaded = False
 C = TypeVar("C", bound="type[Criterion]")
 
 
+@dataclass
+class Context:
+    """What a criterion may look at while preparing its scores.
+
+    Attributes:
+        model: the whole model (criteria must leave it as they found it).
+        layers: ``{qualified param name: module}`` of the layers being scored.
+        data: batches (see :mod:`secateurs.calibration`), or ``None``.
+        loss_fn: ``loss_fn(outputs, targets)``, or ``None``.
+        sparsity: the pruning target, when scoring for :func:`secateurs.prune`.
+        scope: ``"global"`` or ``"local"``.
+        granularity: the granularity object in use.
+        example_inputs: example inputs, when given.
+        min_density: the collapse guard in use.
+    """
+
+    model: nn.Module
+    layers: dict[str, nn.Module] = field(default_factory=dict)
+    data: Iterable[Any] | None = None
+    loss_fn: Callable[..., Tensor] | None = None
+    sparsity: float | None = None
+    scope: str = "global"
+    granularity: Any = None
+    example_inputs: tuple[Any, ...] | None = None
+    min_density: float = 0.0
+
+
 class Criterion:
     """Base class of all criteria.
 
     A criterion is used in two steps: :meth:`prepare` once per pruning call
     (criteria that need data run it through the model here), then
     :meth:`score` once per prunable weight. ``score`` is pure: a tensor in,
-    a tensor of the same shape out, higher meaning more important.
+    a tensor of the same shape out, higher meaning more important. A criterion
+    that also corrects the surviving weights (OBS) does it in :meth:`update`,
+    after the masks are chosen.
 
     Attributes:
         name: the registered name.
@@ -38,6 +68,8 @@ class Criterion:
         nonnegative: ``True`` when every score is ``>= 0`` (a hint for allocation).
         elementwise: ``True`` when an entry's score depends on that entry alone, so
             allocation may score a weight in chunks (a hint that saves memory).
+        compare_rows: ``True`` when scores are only comparable within an output row
+            (Wanda): under local scope each row then loses the same fraction.
     """
 
     name: ClassVar[str] = ""
@@ -45,16 +77,12 @@ class Criterion:
     needs_loss: ClassVar[bool] = False
     nonnegative: ClassVar[bool] = False
     elementwise: ClassVar[bool] = False
+    compare_rows: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
-    def prepare(
-        self,
-        model: nn.Module,
-        data: Iterable[Any] | None = None,
-        loss_fn: Callable[..., Tensor] | None = None,
-    ) -> None:
+    def prepare(self, ctx: Context) -> None:
         """Gather what :meth:`score` needs; must leave the model as it found it."""
 
     def score(self, name: str, weight: Tensor) -> Tensor:
@@ -64,6 +92,9 @@ class Criterion:
         allocation reuses its memory.
         """
         raise NotImplementedError
+
+    def update(self, name: str, module: nn.Module, keep: Tensor) -> None:
+        """Adjust the surviving weights of ``module`` once its mask ``keep`` is set (default: nothing)."""
 
 
 def register(cls: C) -> C:
