@@ -9,7 +9,7 @@ Example:
 """
 
 from . import criteria
-from .analysis import sparsity, summary
+from .analysis import sensitivity, sparsity, summary
 from .errors import PruningError
 from .export import load, save
 from .masking import finalize, masks, restore
@@ -19,5 +19,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PruneResult", "PruningError", "criteria", "finalize", "load", "masks", "prune",
-    "restore", "save", "score", "sparsity", "summary",
+    "restore", "save", "score", "sensitivity", "sparsity", "summary",
 ]

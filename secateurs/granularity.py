@@ -182,7 +182,7 @@ def parse(granularity: object) -> Granularity:
     if isinstance(granularity, Unstructured):
         return granularity
     if isinstance(granularity, tuple) and len(granularity) == 2 and all(
-        isinstance(v, int) and v > 0 for v in granularity
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in granularity
     ):
         return Block(*granularity)
     if isinstance(granularity, str):

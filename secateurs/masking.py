@@ -108,11 +108,24 @@ def set_mask(module: nn.Module, mask: Tensor, tensor_name: str = "weight", copy:
     if existing is not None:
         existing.mask.copy_(mask)
         return
+    order = list(module._parameters)  # put back by _remove, so optimizer state still lines up
     # unsafe=True skips a consistency check that would evaluate the whole
     # parametrization once more; the shape and dtype are checked above.
-    parametrize.register_parametrization(
-        module, tensor_name, Mask(mask.to(target.device), copy=copy), unsafe=True
-    )
+    holder = Mask(mask.to(target.device), copy=copy)
+    holder.order = order
+    parametrize.register_parametrization(module, tensor_name, holder, unsafe=True)
+
+
+def _own_class(module: nn.Module) -> None:
+    """Give ``module`` a private copy of torch's generated ``Parametrized*`` class.
+
+    ``copy.deepcopy`` shares that class between the original and the copy, and
+    removing a parametrization deletes the ``weight`` property from the class,
+    which would break every other copy. A private class keeps them apart.
+    """
+    cls = type(module)
+    body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, body)
 
 
 def _remove(module: nn.Module, tensor_name: str, bake: bool) -> None:
@@ -122,7 +135,13 @@ def _remove(module: nn.Module, tensor_name: str, bake: bool) -> None:
             f"{type(module).__name__}.{tensor_name} has other parametrizations besides the mask; "
             "remove them first"
         )
+    order = getattr(chain[0], "order", None)
+    _own_class(module)
     parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=bake)
+    if order:  # torch re-registers the tensor last; restore the original parameter order
+        params = module._parameters
+        ranked = sorted(params, key=lambda k: order.index(k) if k in order else len(order))
+        module._parameters = type(params)((k, params[k]) for k in ranked)
 
 
 def bake(module: nn.Module, tensor_name: str = "weight") -> None:

@@ -40,7 +40,8 @@ class PruneResult:
     Attributes:
         layers: per-layer statistics after pruning.
         sparsity: fraction of the pruned layers' weights now removed.
-        shortfall: weights the target asked for that ``min_density`` kept.
+        shortfall: groups (weights, for unstructured pruning) that the target asked
+            for and ``min_density`` kept.
     """
 
     layers: list[LayerStats]
@@ -216,7 +217,8 @@ def allocate(
     keys_of = _key_source(targets, slots, crit, group, scope)
     keep, shortfall = _choose(slots, keys_of, crit, group, scope, sparsity, shapes, min_density)
     if shortfall:
-        warnings.warn(f"min_density={min_density} kept {shortfall} weights the target would remove", stacklevel=3)
+        unit = "weights" if type(group) is gran.Unstructured else f"{group.name} groups"
+        warnings.warn(f"min_density={min_density} kept {shortfall} {unit} the target would remove", stacklevel=3)
     out = []
     for t, k, shape, cur in zip(targets, keep, shapes, currents):
         elem = group.expand(k, shape).to(masking.original(t.module).device)

@@ -61,6 +61,30 @@ def test_deepcopy_keeps_masks_independent():
     assert sc.sparsity(b) == pytest.approx(0.9, abs=1 / 72)
 
 
+def test_copies_stay_usable_when_the_original_is_finalized_or_restored():
+    a = _masked(0.5)
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    x = torch.randn(3, 6)
+    expected = b(x)
+    sc.restore(a)  # torch shares the generated class between copies
+    assert torch.equal(b(x), expected)
+    sc.finalize(b)
+    assert torch.equal(b(x), expected)
+    assert torch.equal(c(x), expected)
+    assert set(sc.masks(c)) == {"0.weight", "2.weight"}
+
+
+def test_parameter_order_is_kept_after_unmasking():
+    net = _net()
+    before = list(net.state_dict())
+    sc.prune(net, sparsity=0.5)
+    sc.restore(net)
+    assert list(net.state_dict()) == before
+    sc.prune(net, sparsity=0.5)
+    sc.finalize(net)
+    assert list(net.state_dict()) == before
+
+
 @pytest.mark.parametrize(
     "make_opt",
     [
