@@ -159,3 +159,17 @@ def test_data_driven_criterion_takes_calibration_batches(st):
     masks = sc.masks(bert)
     assert len(masks) == ENCODER_LINEARS
     assert all(int((m == 0).sum()) == m.numel() // 2 for m in masks.values())
+
+
+def test_wanda_and_obs_beat_magnitude_on_held_out_sentences(st, held_out, dense):
+    calib = text.real_sentences(32)
+    assert not set(calib) & set(held_out)
+    cosine = {}
+    for name in ("magnitude", "wanda", "obs"):
+        pruned = copy.deepcopy(st)
+        sc.prune(pruned[0].auto_model, sparsity=0.5, layers={"*": None, "encoder.*": 0.5}, scope="local",
+                 criterion=name, data=text.calibration_batches(pruned, calib))
+        assert sc.sparsity(pruned[0].auto_model) < 0.5  # the embeddings and pooler stay dense
+        cosine[name] = text.mean_cosine(dense, text.embed(pruned, held_out))
+    assert cosine["wanda"] > cosine["magnitude"] + 0.05
+    assert cosine["obs"] > cosine["magnitude"] + 0.05
