@@ -14,10 +14,11 @@ from .errors import PruningError
 from .export import load, save
 from .masking import finalize, masks, restore
 from .pruning import PruneResult, prune, score
+from .surgery.compact import compact
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PruneResult", "PruningError", "criteria", "finalize", "load", "masks", "prune",
+    "PruneResult", "PruningError", "compact", "criteria", "finalize", "load", "masks", "prune",
     "restore", "save", "score", "sensitivity", "sparsity", "summary",
 ]

@@ -5,8 +5,10 @@ Layout of a file written by :func:`save`:
 - ``<layer>.weight``: the weight as the layer computes it (pruned entries are 0);
 - ``<layer>.weight.mask``: its bool mask, for every masked weight;
 - every other parameter and buffer under its ``state_dict`` name;
-- metadata ``{"format": "secateurs", "format_version": "1", "architecture": ...}``,
-  the architecture being the zoo name and arguments when the model came from the zoo.
+- metadata ``{"format": "secateurs", "format_version": "1", "architecture": ..., "surgery": ...}``,
+  the architecture being the zoo name and arguments when the model came from the zoo, and
+  the surgery the rows/columns kept by :func:`secateurs.compact`, as JSON, so that a
+  compacted model is rebuilt from a fresh instance of the original architecture.
 
 Nothing is pickled; loading never runs code from the file.
 """
@@ -31,6 +33,7 @@ FORMAT = "secateurs"
 FORMAT_VERSION = "1"
 MASK_SUFFIX = ".mask"
 ARCH_ATTR = "secateurs_arch"
+SURGERY_ATTR = "secateurs_surgery"
 
 
 def plain_state(model: nn.Module) -> dict[str, Tensor]:
@@ -82,6 +85,9 @@ def save(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str
     arch = getattr(model, ARCH_ATTR, None)
     if arch is not None:
         header["architecture"] = json.dumps(arch)
+    surgery = getattr(model, SURGERY_ATTR, None)
+    if surgery:
+        header["surgery"] = json.dumps(surgery, separators=(",", ":"))
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
@@ -122,6 +128,10 @@ def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Mod
     tensors, header = read(path)
     if model is None:
         model = _build_from_header(header, path)
+    if "surgery" in header and not getattr(model, SURGERY_ATTR, None):
+        from .surgery.compact import replay
+
+        replay(model, json.loads(header["surgery"]))  # a fresh instance: shrink it the same way first
     masks_ = {k[: -len(MASK_SUFFIX)]: v for k, v in tensors.items() if k.endswith(MASK_SUFFIX)}
     values = {k: v for k, v in tensors.items() if not k.endswith(MASK_SUFFIX)}
     _check_matches(model, values, masks_, path)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from . import allocation, criteria, granularity as gran, masking
+from .analysis.flops import as_inputs
 from .analysis.summary import LayerStats, format_table
 from .errors import PruningError, check_choice, check_sparsity
 
@@ -121,6 +122,7 @@ def prune(
     loss_fn: Callable[..., Tensor] | None = None,
     example_inputs: tuple[Any, ...] | None = None,
     seed: int = 0,
+    leaf_modules: tuple[str, ...] = (),
 ) -> PruneResult:
     """Prune ``model`` in place by attaching masks to its prunable weights.
 
@@ -141,8 +143,12 @@ def prune(
             under global scope the shortfall is taken from the other layers.
         data: batches for criteria that need data.
         loss_fn: ``loss_fn(outputs, targets)`` for criteria that need gradients.
-        example_inputs: example inputs (SynFlow uses their shape).
+        example_inputs: example inputs. With a channel granularity they let secateurs trace the
+            model and remove coupled channels together (residual adds, concat, depthwise convs),
+            biases and BatchNorm entries included, so that :func:`secateurs.compact` can then remove
+            them physically. SynFlow uses their shape.
         seed: seed for stochastic criteria.
+        leaf_modules: module names torch.fx should not trace into (their channels are kept).
 
     Returns:
         A :class:`PruneResult` with the per-layer sparsities.
@@ -167,13 +173,24 @@ def prune(
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
                            granularity=group, example_inputs=example_inputs, min_density=float(min_density))
     crit = _prepare(model, criterion, targets, ctx, seed)
-    keep, shortfall = allocate(targets, crit, group, scope, sparsity, float(min_density))
-    for t, k in zip(targets, keep):  # nothing is changed before every mask is known
-        masking.set_mask(t.module, k, copy=False)
-        crit.update(t.param, t.module, k)
+    if isinstance(group, gran.Channels) and example_inputs is not None:
+        from .surgery.channels import coupled_masks
+
+        inputs = as_inputs(example_inputs)
+        table = {t.module_name: (t.module, t.sparsity, t.own) for t in targets}
+        changes, shortfall = coupled_masks(model, table, crit, group, scope, sparsity, float(min_density),
+                                           inputs, tuple(leaf_modules))
+    else:
+        keep, shortfall = allocate(targets, crit, group, scope, sparsity, float(min_density))
+        changes = [(t.module, "weight", k) for t, k in zip(targets, keep)]
+    for module, tensor_name, k in changes:  # nothing is changed before every mask is known
+        masking.set_mask(module, k, tensor_name, copy=False)
+    by_module = {id(m): k for m, tn, k in changes if tn == "weight"}
+    for t in targets:
+        crit.update(t.param, t.module, by_module[id(t.module)])
     rows = [
         LayerStats(t.param, masking.kind(t.module), tuple(k.shape), k.numel(), int(torch.count_nonzero(k)))
-        for t, k in zip(targets, keep)
+        for t, k in ((t, by_module[id(t.module)]) for t in targets)
     ]
     collapsed = [r.name for r in rows if r.nonzero == 0]
     if collapsed:

@@ -1,0 +1,1 @@
+"""Structured surgery: channel dependencies, physical removal, data-free merging."""

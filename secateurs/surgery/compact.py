@@ -1,0 +1,179 @@
+"""``sc.compact``: physically remove dead channels, giving a smaller dense model.
+
+A coupled channel (one union–find root of :mod:`.graph`) is *dead* when every
+row that produces it is zero, its biases are zero and every BatchNorm entry on
+it has zero weight and bias: it then contributes exactly nothing downstream,
+and removing it, with the input columns that read it, leaves the outputs
+unchanged. ``sc.prune(..., granularity="channel", example_inputs=...)`` prunes
+in exactly that form. Each module keeps at least one output row.
+
+The change is recorded on the new model as ``secateurs_surgery``: per module,
+the rows, columns and norm entries kept. :func:`replay` applies such a record to
+a fresh instance of the original architecture, which is how :func:`secateurs.load`
+rebuilds a compacted model from its file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import masking
+from ..analysis.flops import as_inputs
+from ..export import SURGERY_ATTR
+from .graph import NORMS, ChannelGraph, analyse
+TOLERANCE = 1e-4
+
+
+def _zero_rows(module: nn.Module) -> Tensor:
+    w = module.weight.detach()
+    dead = ~w.reshape(w.shape[0], -1).any(dim=1)
+    bias = getattr(module, "bias", None)
+    if bias is not None:
+        dead &= bias.detach() == 0
+    return dead
+
+
+def _zero_norm(module: nn.Module) -> Tensor:
+    dead = torch.ones(module.num_features, dtype=torch.bool)
+    for name in ("weight", "bias"):
+        t = getattr(module, name, None)
+        if t is not None:
+            dead &= t.detach() == 0
+    return dead
+
+
+def dead_roots(model: nn.Module, g: ChannelGraph) -> set[int]:
+    """Roots whose every producing row and norm entry is zero (and not frozen)."""
+    alive: set[int] = set()
+    seen: set[int] = set()
+    for name, atoms in g.rows.items():
+        dead = _zero_rows(model.get_submodule(name))
+        for a, d in zip(atoms, dead.tolist()):
+            r = g.atoms.find(a)
+            seen.add(r)
+            if not d or g.atoms.is_frozen(a):
+                alive.add(r)
+    for name, atoms in g.norms.items():
+        for a, d in zip(atoms, _zero_norm(model.get_submodule(name)).tolist()):
+            if not d:
+                alive.add(g.atoms.find(a))
+    dead = seen - alive
+    for name, atoms in g.rows.items():  # every module keeps one row at least
+        roots = [g.atoms.find(a) for a in atoms]
+        if roots and all(r in dead for r in roots):
+            dead.discard(roots[0])
+    return dead
+
+
+def plan(model: nn.Module, g: ChannelGraph) -> dict[str, dict[str, list[int]]]:
+    """``{module: {"rows"|"cols"|"norm": kept indices}}`` for every module that shrinks."""
+    dead = dead_roots(model, g)
+    out: dict[str, dict[str, list[int]]] = {}
+    for kind, table in (("rows", g.rows), ("cols", g.cols), ("norm", g.norms)):
+        for name, atoms in table.items():
+            keep = [i for i, a in enumerate(atoms) if g.atoms.find(a) not in dead]
+            if len(keep) < len(atoms):
+                out.setdefault(name, {})[kind] = keep
+    return out
+
+
+def _take(t: Tensor | None, dim: int, idx: list[int]) -> Tensor | None:
+    return None if t is None else t.detach().index_select(dim, torch.tensor(idx, dtype=torch.long, device=t.device))
+
+
+def _set(module: nn.Module, name: str, value: Tensor | None) -> None:
+    if value is None:
+        return
+    old = getattr(module, name)
+    if isinstance(old, nn.Parameter):
+        setattr(module, name, nn.Parameter(value.clone(), requires_grad=old.requires_grad))
+    else:
+        setattr(module, name, value.clone())
+
+
+def shrink(module: nn.Module, change: dict[str, list[int]]) -> None:
+    """Apply one module's entry of a plan (rows, cols, norm) in place."""
+    if "norm" in change:
+        idx = change["norm"]
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            _set(module, name, _take(getattr(module, name, None), 0, idx))
+        module.num_features = len(idx)
+    if "rows" in change:
+        idx = change["rows"]
+        _set(module, "weight", _take(module.weight, 0, idx))
+        _set(module, "bias", _take(getattr(module, "bias", None), 0, idx))
+        if isinstance(module, nn.Linear):
+            module.out_features = len(idx)
+        else:
+            module.out_channels = len(idx)
+            if module.groups > 1:  # depthwise: its inputs are the same channels
+                module.in_channels = module.groups = len(idx)
+    if "cols" in change:
+        idx = change["cols"]
+        _set(module, "weight", _take(module.weight, 1, idx))
+        if isinstance(module, nn.Linear):
+            module.in_features = len(idx)
+        else:
+            module.in_channels = len(idx)
+
+
+def replay(model: nn.Module, steps: Sequence[dict[str, dict[str, list[int]]]]) -> nn.Module:
+    """Apply recorded surgery ``steps`` to ``model`` (a fresh instance of the architecture), in place."""
+    for step in steps:
+        for name, change in step.items():
+            shrink(model.get_submodule(name), change)
+    setattr(model, SURGERY_ATTR, [*getattr(model, SURGERY_ATTR, []), *steps])
+    return model
+
+
+def compact(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[str] = ()) -> nn.Module:
+    """A new, smaller, dense model whose outputs equal the masked model's.
+
+    Args:
+        model: a model pruned with ``granularity="channel"`` (or neuron / filter) and
+            ``example_inputs=``, so that whole coupled channels are zero.
+        example_inputs: a tuple of inputs (or one tensor) to trace the model with.
+        leaf_modules: names of modules torch.fx should not trace into (their channels are kept).
+
+    Returns:
+        A new module (``model`` is unchanged) with plain parameters, the dead channels
+        gone, and the change recorded for :func:`secateurs.save` / :func:`secateurs.load`.
+
+    Raises:
+        PruningError: the model cannot be traced (the message names the module).
+        RuntimeError: the compacted outputs differ from the masked model's (a bug: please report it).
+    """
+    inputs = as_inputs(example_inputs)
+    g = analyse(model, inputs, leaf_modules)
+    step = plan(model, g)
+    new = masking.finalize(copy.deepcopy(model))
+    for name, change in step.items():
+        shrink(new.get_submodule(name), change)
+    setattr(new, SURGERY_ATTR, [*getattr(model, SURGERY_ATTR, []), step])
+    _check_same(model, new, inputs)
+    return new
+
+
+def _check_same(model: nn.Module, new: nn.Module, inputs: tuple[Any, ...]) -> None:
+    modes = (model.training, new.training)
+    model.eval()
+    new.eval()
+    try:
+        with torch.no_grad():
+            a, b = model(*inputs), new(*inputs)
+    finally:
+        model.train(modes[0])
+        new.train(modes[1])
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        diff = float((a - b).abs().max()) if a.numel() else 0.0
+        scale = max(1.0, float(a.abs().max()) if a.numel() else 1.0)
+        if diff > TOLERANCE * scale:
+            raise RuntimeError(f"compact changed the model's outputs by {diff:.3g}; please report this as a bug")
+
+
+__all__ = ["NORMS", "compact", "plan", "replay", "shrink"]

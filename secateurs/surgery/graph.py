@@ -1,0 +1,353 @@
+"""Channel dependency analysis on a ``torch.fx`` graph.
+
+Every channel that flows through the model gets an *atom*. A Linear's output
+features, a conv's output channels are new atoms; elementwise ops that keep zero
+at zero (ReLU, GELU, pooling, dropout, BatchNorm with its channel's parameters
+zeroed) pass them on; a residual ``add`` or a ``mul`` ties the atoms of its two
+operands index by index (union–find); ``cat`` along channels concatenates them;
+``flatten`` repeats each channel once per spatial position; a depthwise conv
+keeps its input's atoms. Anything else — an op we do not know, a LayerNorm, a
+grouped conv, the model's inputs and outputs — *freezes* the atoms it touches:
+those channels are never removed.
+
+The result, a :class:`ChannelGraph`, says for every prunable module which atom
+each output row and each input column belongs to, so a decision per coupled
+channel (one union–find root) turns into rows and columns to keep in every
+module at once.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import PruningError
+
+KEEPS_ZERO_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Hardswish, nn.Mish,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+)
+KEEPS_ZERO_FUNCTIONS = {
+    F.relu, torch.relu, F.relu6, F.gelu, F.silu, torch.tanh, F.tanh, F.leaky_relu, F.elu, F.hardtanh,
+    F.hardswish, F.mish, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, operator.neg,
+    torch.neg,
+}
+KEEPS_ZERO_METHODS = {"relu", "tanh", "contiguous", "clone", "detach", "neg", "relu_"}
+TIES = {operator.add, torch.add, operator.iadd, operator.sub, torch.sub, operator.mul, torch.mul, operator.imul}
+TIES_METHODS = {"add", "sub", "mul", "add_", "mul_"}
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+class Atoms:
+    """Union–find over channel atoms, with a frozen flag per set."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.frozen: list[bool] = []
+
+    def new(self, n: int, frozen: bool = False) -> list[int]:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        self.frozen.extend([frozen] * n)
+        return list(range(start, start + n))
+
+    def find(self, a: int) -> int:
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            self.frozen[ra] = self.frozen[ra] or self.frozen[rb]
+
+    def freeze(self, atoms: Sequence[int]) -> None:
+        for a in atoms:
+            self.frozen[self.find(a)] = True
+
+    def is_frozen(self, a: int) -> bool:
+        return self.frozen[self.find(a)]
+
+
+@dataclass
+class Labels:
+    """The atoms along one axis of a tensor (the channel axis)."""
+
+    axis: int
+    atoms: list[int]
+
+
+@dataclass
+class ChannelGraph:
+    """Which atom each row / column / norm entry of each module belongs to.
+
+    Attributes:
+        atoms: the union–find.
+        rows: ``{module name: atom per output row}`` (Linear rows, conv filters, depthwise filters).
+        cols: ``{module name: atom per input column}`` (Linear inputs, conv input channels).
+        norms: ``{module name: atom per channel}`` for BatchNorm layers.
+        depthwise: names of depthwise convs (their rows follow their input channels).
+    """
+
+    atoms: Atoms
+    rows: dict[str, list[int]] = field(default_factory=dict)
+    cols: dict[str, list[int]] = field(default_factory=dict)
+    norms: dict[str, list[int]] = field(default_factory=dict)
+    depthwise: set[str] = field(default_factory=set)
+
+    def units(self) -> dict[int, list[tuple[str, int]]]:
+        """Removable coupled channels: ``{root: [(module, row), ...]}`` over non-frozen roots."""
+        out: dict[int, list[tuple[str, int]]] = {}
+        for name, atoms in self.rows.items():
+            for i, a in enumerate(atoms):
+                if not self.atoms.is_frozen(a):
+                    out.setdefault(self.atoms.find(a), []).append((name, i))
+        return out
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self, leaves: Sequence[str]) -> None:
+        super().__init__()
+        self.leaves = set(leaves)
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname in self.leaves or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> fx.GraphModule:
+    """Symbolic trace with shapes; an untraceable module is a :class:`PruningError` naming it."""
+    tracer = _Tracer(leaves)
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many types; name the module that failed
+        where = _failing_module(model, exc)
+        raise PruningError(
+            f"torch.fx cannot trace {where}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}; "
+            "pass its name in leaf_modules=[...] to treat it as one opaque layer (its channels are then kept)"
+        ) from None
+    gm = fx.GraphModule(model, graph)
+    with torch.no_grad():
+        was = model.training
+        gm.eval()
+        ShapeProp(gm).propagate(*example_inputs)
+        gm.train(was)
+    return gm
+
+
+def _failing_module(model: nn.Module, exc: BaseException) -> str:
+    tb = exc.__traceback__
+    found = "the model"
+    while tb is not None:
+        frame_self = tb.tb_frame.f_locals.get("self")
+        if isinstance(frame_self, nn.Module) and frame_self is not model:
+            for name, m in model.named_modules():
+                if m is frame_self:
+                    found = f"module {name!r} ({type(m).__name__})"
+        tb = tb.tb_next
+    return found
+
+
+def analyse(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> ChannelGraph:
+    """Trace ``model`` and label every channel (see the module docstring)."""
+    gm = trace(model, example_inputs, leaves)
+    g = ChannelGraph(Atoms())
+    env: dict[fx.Node, Any] = {}
+    for node in gm.graph.nodes:
+        env[node] = _visit(node, gm, g, env)
+    return g
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    meta = getattr(node, "meta", {}).get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def _labels_of(arg: Any, env: dict[fx.Node, Any]) -> Labels | None:
+    return env.get(arg) if isinstance(arg, fx.Node) and isinstance(env.get(arg), Labels) else None
+
+
+def _freeze_all(args: Any, env: dict[fx.Node, Any], g: ChannelGraph) -> None:
+    for a in _flatten_args(args):
+        lab = env.get(a) if isinstance(a, fx.Node) else None
+        if isinstance(lab, Labels):
+            g.atoms.freeze(lab.atoms)
+        elif isinstance(lab, tuple):
+            for part in lab:
+                if isinstance(part, Labels):
+                    g.atoms.freeze(part.atoms)
+
+
+def _flatten_args(args: Any) -> list[Any]:
+    out: list[Any] = []
+    fx.node.map_aggregate(args, lambda x: out.append(x))
+    return out
+
+
+def _fresh(node: fx.Node, g: ChannelGraph, frozen: bool = True) -> Labels | None:
+    shape = _shape(node)
+    if shape is None or len(shape) < 2:
+        return None
+    return Labels(1, g.atoms.new(shape[1], frozen=frozen))
+
+
+def _visit(node: fx.Node, gm: fx.GraphModule, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    if node.op == "placeholder":
+        return _fresh(node, g)
+    if node.op == "get_attr":
+        return None
+    if node.op == "output":
+        _freeze_all(node.args, env, g)
+        return None
+    if node.op == "call_module":
+        return _module(node, gm.get_submodule(str(node.target)), str(node.target), g, env)
+    return _function(node, g, env)
+
+
+def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    x = _labels_of(node.args[0], env) if node.args else None
+    in_shape = _shape(node.args[0]) if node.args else None
+    if isinstance(m, nn.Linear):
+        if x is not None and in_shape is not None and x.axis == len(in_shape) - 1:
+            g.cols[name] = x.atoms
+        else:
+            _freeze_all(node.args, env, g)
+            g.cols[name] = g.atoms.new(m.in_features, frozen=True)
+        out = g.atoms.new(m.out_features)
+        g.rows[name] = out
+        return Labels(len(_shape(node) or (0, 0)) - 1, out)
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        ok = x is not None and x.axis == 1
+        if m.groups == 1:
+            g.cols[name] = x.atoms if ok else g.atoms.new(m.in_channels, frozen=True)
+            if not ok:
+                _freeze_all(node.args, env, g)
+            g.rows[name] = g.atoms.new(m.out_channels)
+            return Labels(1, g.rows[name])
+        if ok and m.groups == m.in_channels == m.out_channels:
+            g.rows[name] = x.atoms  # a depthwise filter follows its input channel
+            g.depthwise.add(name)
+            return Labels(1, x.atoms)
+        _freeze_all(node.args, env, g)
+        g.rows[name] = g.atoms.new(m.out_channels, frozen=True)
+        return Labels(1, g.rows[name])
+    if isinstance(m, NORMS) and x is not None and x.axis == 1:
+        g.norms[name] = x.atoms
+        return x
+    if isinstance(m, KEEPS_ZERO_MODULES) and x is not None:
+        return _reduced(node, x, in_shape)
+    if isinstance(m, nn.Flatten) and x is not None and in_shape is not None:
+        return _flattened(x, in_shape, m.start_dim, m.end_dim, g)
+    _freeze_all((node.args, node.kwargs), env, g)
+    return _fresh(node, g)
+
+
+def _reduced(node: fx.Node, x: Labels, in_shape: tuple[int, ...] | None) -> Labels:
+    """Pass labels through a channel-preserving op whose output rank may drop (pooling keeps it)."""
+    out = _shape(node)
+    if out is not None and in_shape is not None and len(out) == len(in_shape):
+        return x
+    return Labels(min(x.axis, len(out) - 1) if out else x.axis, x.atoms)
+
+
+def _flattened(x: Labels, shape: tuple[int, ...], start: int, end: int, g: ChannelGraph) -> Labels:
+    start, end = start % len(shape), end % len(shape)
+    if not start <= x.axis <= end:
+        shift = end - start if x.axis > end else 0
+        return Labels(x.axis - shift, x.atoms)
+    inner = math.prod(shape[x.axis + 1 : end + 1])
+    outer = math.prod(shape[start : x.axis])
+    atoms = [a for a in x.atoms for _ in range(inner)] * outer
+    if outer > 1:
+        g.atoms.freeze(x.atoms)  # channels interleaved with an outer dim: keep it simple
+    return Labels(start, atoms)
+
+
+def _function(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    target = node.target
+    method = node.op == "call_method"
+    args = node.args
+    first = _labels_of(args[0], env) if args else None
+    if target is operator.getitem and isinstance(env.get(args[0]), tuple):
+        part = env[args[0]][args[1]] if isinstance(args[1], int) else None
+        return part
+    if (method and target in KEEPS_ZERO_METHODS) or (not method and target in KEEPS_ZERO_FUNCTIONS):
+        if first is not None:
+            return _reduced(node, first, _shape(args[0]))
+    if (method and target in TIES_METHODS) or (not method and target in TIES):
+        tied = _tie(node, g, env)
+        if tied is not None:
+            return tied
+    if (method and target == "flatten") or (not method and target is torch.flatten):
+        shape = _shape(args[0])
+        if first is not None and shape is not None:
+            start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
+            end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
+            return _flattened(first, shape, int(start), int(end), g)
+    if not method and target is torch.cat:
+        return _cat(node, g, env)
+    if method and target in ("mean", "sum", "amax") or (not method and target in (torch.mean, torch.sum)):
+        reduced = _reduction(node, first)
+        if reduced is not None:
+            return reduced
+    if method and target in ("size", "dim"):
+        return None
+    _freeze_all((node.args, node.kwargs), env, g)
+    return _fresh(node, g)
+
+
+def _tie(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | None:
+    """``a + b``, ``a * b``: tie the operands' channels index by index (broadcasting allowed)."""
+    a = node.args[0]
+    b = node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
+    la, lb = _labels_of(a, env), _labels_of(b, env)
+    if la is not None and not isinstance(b, fx.Node):  # a Python number: x * k keeps zeros, x + k does not
+        return la if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_") else None
+    if la is None or lb is None or la.axis != lb.axis or len(la.atoms) != len(lb.atoms):
+        return None
+    for x, y in zip(la.atoms, lb.atoms):
+        g.atoms.union(x, y)
+    return la
+
+
+def _cat(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | None:
+    tensors = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    labels = [_labels_of(t, env) for t in tensors]
+    shape = _shape(node)
+    if shape is None or any(lab is None for lab in labels) or len({lab.axis for lab in labels}) != 1:
+        _freeze_all(node.args, env, g)
+        return _fresh(node, g)
+    axis = labels[0].axis
+    if int(dim) % len(shape) == axis:
+        return Labels(axis, [a for lab in labels for a in lab.atoms])
+    for lab in labels[1:]:
+        for x, y in zip(labels[0].atoms, lab.atoms):
+            g.atoms.union(x, y)
+    return labels[0]
+
+
+def _reduction(node: fx.Node, x: Labels | None) -> Labels | None:
+    shape, out = _shape(node.args[0]), _shape(node)
+    if x is None or shape is None or out is None:
+        return None
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if dims is None:
+        return None
+    dims = [d % len(shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+    if x.axis in dims:
+        return None
+    keep = node.kwargs.get("keepdim", False) or (len(node.args) > 2 and node.args[2])
+    return Labels(x.axis if keep else x.axis - sum(d < x.axis for d in dims), x.atoms)
