@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed for stochastic criteria")
     pr.add_argument("--calibration-batches", type=int, default=8,
                     help="batches of --data given to criteria that need data (default 8)")
+    pr.add_argument("--compact", action="store_true",
+                    help="physically remove the pruned channels (with --granularity neuron/channel/filter)")
     pr.add_argument("-o", "--out", required=True, help="output directory")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
@@ -82,7 +84,7 @@ def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
              "seed": a.seed, "calibration_batches": a.calibration_batches}
     if a.finetune_epochs:
         stage["finetune"] = {"epochs": a.finetune_epochs}
-    raw = {"model": a.model, "data": a.data, "prune": [stage]}
+    raw = {"model": a.model, "data": a.data, "prune": [stage], "export": {"compact": a.compact}}
     try:
         return recipes.Recipe.model_validate(raw)
     except recipes.ValidationError as exc:

@@ -92,6 +92,8 @@ class Export(_Strict):
     """What is written besides the report."""
 
     format: Literal["safetensors"] = Field("safetensors", description="file format of the saved model")
+    compact: bool = Field(False, description="physically remove pruned channels before saving "
+                                             "(needs a neuron/channel/filter stage)")
 
 
 class Recipe(_Strict):
@@ -110,6 +112,10 @@ class Recipe(_Strict):
     def _needs_data(self) -> Recipe:
         if self.data is None and (self.train.epochs or any(s.finetune and s.finetune.epochs for s in self.prune)):
             raise ValueError("training or fine-tuning needs data: set data to a zoo dataset")
+        if self.export.compact and not any(granularity.parse(s.granularity).structured
+                                           and not isinstance(granularity.parse(s.granularity), granularity.Block)
+                                           for s in self.prune):
+            raise ValueError("export.compact needs a prune stage with granularity neuron, channel or filter")
         for s in self.prune:
             if self.data is None and criteria.get(s.criterion).needs_data:
                 raise ValueError(f"criterion {s.criterion!r} needs data: set data to a zoo dataset")

@@ -18,6 +18,7 @@ from .analysis import plots, report
 from .analysis.summary import summary
 from .errors import PruningError
 from .pruning import prune, resolve_layers
+from .surgery.compact import compact
 from .recipes import Recipe, Stage
 from .training import evaluate, train
 
@@ -107,6 +108,11 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
                   weight_decay=f.weight_decay, seed=recipe.seed + i, desc=f"finetune {i}", progress=not quiet)
             stages.append(_stage(f"finetune {i}: {f.epochs} epochs", acc(), model))
             _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}")
+    if recipe.export.compact:
+        pruned_flops = summary(model, example).flops
+        model = compact(model, example if example is not None else ())
+        _say(quiet, f"compacted: {sum(p.numel() for p in model.parameters()):,} parameters "
+                    f"(FLOPs counted on the masked model: {pruned_flops:,})")
     final = summary(model, example)
     metrics = _metrics(recipe, dense_acc, dense_sum, stages, final, time.perf_counter() - start)
     export.save(model, out / "model.safetensors")
@@ -148,17 +154,21 @@ def _stage(name: str, accuracy: float | None, model: nn.Module) -> dict[str, Any
 
 def _metrics(recipe: Recipe, dense_acc: float | None, dense_sum: Any, stages: list[dict[str, Any]],
              final: Any, seconds: float) -> dict[str, Any]:
-    pruned = final.params - final.nonzero
+    # Relative to the dense model's prunable weights, so that a compacted model (whose
+    # pruned weights are gone rather than zero) reports the same sparsity as a masked one.
+    density = final.nonzero / dense_sum.params if dense_sum.params else 1.0
     return {
         "model": recipe.model, "data": recipe.data,
         "dense": {"accuracy": dense_acc, "params": dense_sum.total_params, "flops": dense_sum.flops_dense},
         "final": {
-            "accuracy": stages[-1]["accuracy"], "sparsity": final.sparsity, "density": final.density,
-            "params": final.total_params, "nonzero": final.total_params - pruned,
+            "accuracy": stages[-1]["accuracy"], "sparsity": 1.0 - density, "density": density,
+            "params": final.total_params, "nonzero": final.total_params - (final.params - final.nonzero),
             "prunable": final.params, "prunable_nonzero": final.nonzero,
-            "compression": final.compression, "flops": final.flops, "flops_dense": final.flops_dense,
+            "compression": 1.0 / density if density else float("inf"),
+            "flops": final.flops, "flops_dense": dense_sum.flops_dense,
         },
         "stages": stages,
+        "compacted": recipe.export.compact,
         "layers": final.to_dict()["layers"],
         "recipe": recipe.model_dump(),
         "seconds": seconds,
