@@ -173,3 +173,32 @@ def test_wanda_and_obs_beat_magnitude_on_held_out_sentences(st, held_out, dense)
         cosine[name] = text.mean_cosine(dense, text.embed(pruned, held_out))
     assert cosine["wanda"] > cosine["magnitude"] + 0.05
     assert cosine["obs"] > cosine["magnitude"] + 0.05
+
+
+@pytest.mark.parametrize("sparsity", [0.25, 0.5])
+def test_heads_and_ffn_neurons_are_removed_physically(st, sparsity, tmp_path):
+    pruned = copy.deepcopy(st)
+    bert = pruned[0].auto_model
+    batches = text.calibration_batches(pruned, text.real_sentences(16), batch_size=8)
+    sc.prune(bert, sparsity, granularity="channel", scope="local", layers={"*": None, "encoder.*": sparsity},
+             example_inputs=batches[0])
+    small = sc.compact(bert, batches[0])
+    heads = round(12 * (1 - sparsity))
+    for layer in small.encoder.layer:
+        assert layer.attention.self.num_attention_heads == heads
+        assert layer.attention.self.query.out_features == layer.attention.output.dense.in_features == heads * 32
+        assert layer.intermediate.dense.out_features == layer.output.dense.in_features == round(1536 * (1 - sparsity))
+    with torch.no_grad():
+        expected = bert(**batches[1]).last_hidden_state
+        diff = (small(**batches[1]).last_hidden_state - expected).abs().max()
+        # in float64 the two agree to rounding: the removal itself is exact
+        exact = (copy.deepcopy(small).double()(**batches[1]).last_hidden_state
+                 - copy.deepcopy(bert).double()(**batches[1]).last_hidden_state).abs().max()
+    assert float(exact) <= 1e-9
+    # in float32, matmuls of another size round differently through six LayerNorms (|h| up to ~6)
+    assert float(diff) <= 2e-5 * max(1.0, float(expected.abs().max()))
+    path = tmp_path / "bert.safetensors"
+    sc.save(small, path)
+    again = sc.load(path, copy.deepcopy(st[0].auto_model))
+    with torch.no_grad():
+        assert torch.equal(again(**batches[1]).last_hidden_state, small(**batches[1]).last_hidden_state)

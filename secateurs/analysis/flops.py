@@ -13,12 +13,14 @@ from ..errors import PruningError
 
 
 def as_inputs(example_inputs: Any) -> tuple[Any, ...]:
-    """Accept one tensor or a tuple of inputs; return a tuple."""
-    if isinstance(example_inputs, torch.Tensor):
+    """Accept one tensor, a dict of tensors (keyword inputs) or a tuple of inputs; return a tuple."""
+    if isinstance(example_inputs, (torch.Tensor, dict)):
         return (example_inputs,)
     if isinstance(example_inputs, (tuple, list)):
         return tuple(example_inputs)
-    raise PruningError(f"example_inputs must be a tensor or a tuple of inputs, got {type(example_inputs).__name__}")
+    raise PruningError(
+        f"example_inputs must be a tensor, a dict of tensors or a tuple of inputs, got {type(example_inputs).__name__}"
+    )
 
 
 def count_flops(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int], int]:
@@ -46,7 +48,10 @@ def count_flops(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int], 
     model.eval()
     try:
         with torch.no_grad(), counter:
-            model(*inputs)
+            if len(inputs) == 1 and isinstance(inputs[0], dict):
+                model(**inputs[0])
+            else:
+                model(*inputs)
     finally:
         model.train(was_training)
         for h in handles:

@@ -70,15 +70,19 @@ def dead_roots(model: nn.Module, g: ChannelGraph) -> set[int]:
     return dead
 
 
-def plan(model: nn.Module, g: ChannelGraph) -> dict[str, dict[str, list[int]]]:
-    """``{module: {"rows"|"cols"|"norm": kept indices}}`` for every module that shrinks."""
+def plan(model: nn.Module, g: ChannelGraph) -> dict[str, dict[str, Any]]:
+    """``{module: {"rows"|"cols"|"norm": kept indices, "attrs": {...}}}`` for every module that shrinks."""
     dead = dead_roots(model, g)
-    out: dict[str, dict[str, list[int]]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for kind, table in (("rows", g.rows), ("cols", g.cols), ("norm", g.norms)):
         for name, atoms in table.items():
             keep = [i for i, a in enumerate(atoms) if g.atoms.find(a) not in dead]
             if len(keep) < len(atoms):
                 out.setdefault(name, {})[kind] = keep
+    for name, (atoms, size) in g.heads.items():
+        kept = sum(g.atoms.find(a) not in dead for a in atoms) // size
+        if kept * size < len(atoms):
+            out.setdefault(name, {})["attrs"] = {"num_attention_heads": kept, "all_head_size": kept * size}
     return out
 
 
@@ -96,8 +100,10 @@ def _set(module: nn.Module, name: str, value: Tensor | None) -> None:
         setattr(module, name, value.clone())
 
 
-def shrink(module: nn.Module, change: dict[str, list[int]]) -> None:
-    """Apply one module's entry of a plan (rows, cols, norm) in place."""
+def shrink(module: nn.Module, change: dict[str, Any]) -> None:
+    """Apply one module's entry of a plan (rows, cols, norm, attrs) in place."""
+    for attr, value in change.get("attrs", {}).items():
+        setattr(module, attr, value)
     if "norm" in change:
         idx = change["norm"]
         for name in ("weight", "bias", "running_mean", "running_var"):
@@ -165,7 +171,7 @@ def _check_same(model: nn.Module, new: nn.Module, inputs: tuple[Any, ...]) -> No
     new.eval()
     try:
         with torch.no_grad():
-            a, b = model(*inputs), new(*inputs)
+            a, b = _first_tensor(_call(model, inputs)), _first_tensor(_call(new, inputs))
     finally:
         model.train(modes[0])
         new.train(modes[1])
@@ -174,6 +180,24 @@ def _check_same(model: nn.Module, new: nn.Module, inputs: tuple[Any, ...]) -> No
         scale = max(1.0, float(a.abs().max()) if a.numel() else 1.0)
         if diff > TOLERANCE * scale:
             raise RuntimeError(f"compact changed the model's outputs by {diff:.3g}; please report this as a bug")
+
+
+def _call(model: nn.Module, inputs: tuple[Any, ...]) -> Any:
+    """``model(*inputs)``, or ``model(**inputs[0])`` for one dict of tensors (Hugging Face)."""
+    if len(inputs) == 1 and isinstance(inputs[0], dict):
+        return model(**inputs[0])
+    return model(*inputs)
+
+
+def _first_tensor(out: Any) -> Any:
+    """The main output: the tensor itself, ``last_hidden_state`` or the first element."""
+    if isinstance(out, Tensor):
+        return out
+    if hasattr(out, "last_hidden_state"):
+        return out.last_hidden_state
+    if isinstance(out, (tuple, list)) and out:
+        return _first_tensor(out[0])
+    return out
 
 
 __all__ = ["NORMS", "compact", "plan", "replay", "shrink"]

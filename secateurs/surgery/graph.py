@@ -100,6 +100,8 @@ class ChannelGraph:
         cols: ``{module name: atom per input column}`` (Linear inputs, conv input channels).
         norms: ``{module name: atom per channel}`` for BatchNorm layers.
         depthwise: names of depthwise convs (their rows follow their input channels).
+        heads: ``{attention module: (atom per q/k/v row, head size)}`` for BERT-style attention,
+            whose head count changes with its rows.
     """
 
     atoms: Atoms
@@ -107,6 +109,7 @@ class ChannelGraph:
     cols: dict[str, list[int]] = field(default_factory=dict)
     norms: dict[str, list[int]] = field(default_factory=dict)
     depthwise: set[str] = field(default_factory=set)
+    heads: dict[str, tuple[list[int], int]] = field(default_factory=dict)
 
     def units(self) -> dict[int, list[tuple[str, int]]]:
         """Removable coupled channels: ``{root: [(module, row), ...]}`` over non-frozen roots."""
@@ -161,7 +164,15 @@ def _failing_module(model: nn.Module, exc: BaseException) -> str:
 
 
 def analyse(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> ChannelGraph:
-    """Trace ``model`` and label every channel (see the module docstring)."""
+    """Trace ``model`` and label every channel (see the module docstring).
+
+    Hugging Face BERT-style encoders, which torch.fx cannot trace, are analysed by
+    their module structure instead (:mod:`.bert`): heads and FFN neurons.
+    """
+    from .bert import bert_layers, structural_graph
+
+    if bert_layers(model):
+        return structural_graph(model)
     gm = trace(model, example_inputs, leaves)
     g = ChannelGraph(Atoms())
     env: dict[fx.Node, Any] = {}
