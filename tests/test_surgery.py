@@ -7,6 +7,7 @@ from torch import nn
 import secateurs as sc
 from secateurs import zoo
 from secateurs.surgery import graph
+from secateurs.surgery.attention import PrunedMultiheadAttention
 
 MODELS = {
     "lenet-300-100": {},
@@ -101,14 +102,36 @@ def test_depthwise_filters_follow_their_channels():
     assert shrunk == len(small.blocks)
 
 
-def test_transformer_keeps_the_residual_stream_and_shrinks_the_mlp():
+def test_transformer_loses_heads_and_mlp_neurons_but_keeps_the_residual_stream():
     m = _model("transformer")
     x = _inputs(m, 1)
     sc.prune(m, 0.5, granularity="neuron", scope="local", example_inputs=(x,))
+    masks = sc.masks(m)
+    rows = ~masks["blocks.0.attn.in_proj_weight"].any(1)  # q, k and v rows of the removed heads
+    assert int(rows.sum()) == 3 * 16 and torch.equal(rows[:32], rows[32:64]) and torch.equal(rows[:32], rows[64:])
+    assert torch.equal(rows[:32].reshape(4, 8).all(1), rows[:32].reshape(4, 8).any(1))  # whole heads
     small = sc.compact(m, (x,))
+    attn = small.blocks[0].attn
+    assert isinstance(attn, PrunedMultiheadAttention) and attn.num_heads == 2 and attn.embed_dim == 32
+    assert attn.in_proj_weight.shape == (3 * 16, 32) and attn.out_proj.in_features == 16
     assert small.blocks[0].mlp.fc1.out_features == 64  # 128 hidden neurons, half removed
-    assert small.blocks[0].mlp.fc2.out_features == 32  # the residual stream is frozen (LayerNorm)
+    assert small.blocks[0].mlp.fc2.out_features == 32  # the residual stream is kept (LayerNorm)
     assert small.embed.out_features == 32
+
+
+def test_pruned_attention_matches_torch_for_all_heads():
+    torch.manual_seed(0)
+    for batch_first in (True, False):
+        mha = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+        ours = PrunedMultiheadAttention.from_mha(mha, [0, 1, 2, 3]).eval()
+        x = torch.randn(2, 5, 16)  # (batch, sequence, features)
+        x = x if batch_first else x.transpose(0, 1)
+        mask = torch.zeros(2, 5, dtype=torch.bool)
+        mask[0, -2:] = True
+        with torch.no_grad():
+            a, wa = mha(x, x, x, key_padding_mask=mask)
+            b, wb = ours(x, x, x, key_padding_mask=mask)
+        assert torch.allclose(a, b, atol=1e-6) and torch.allclose(wa, wb, atol=1e-6)
 
 
 def test_save_and_replay_from_a_fresh_instance(tmp_path):

@@ -20,22 +20,30 @@ from torch import Tensor, nn
 
 from .. import allocation, granularity as gran, masking
 from ..criteria import Criterion
+from .attention import ATTENTION, row_tensors
 from .graph import ChannelGraph, analyse
 
 
 def _row_scores(targets: dict[str, nn.Module], crit: Criterion, group: gran.Granularity) -> dict[str, Tensor]:
+    """Normalised score of each output row; an attention head's q/k/v rows score as its out_proj columns."""
     out = {}
     with torch.no_grad():
         for name, module in targets.items():
-            param = masking.param_name(name)
-            out[name] = gran.normalise(group.groups(crit.score(param, module.weight.detach())).float())
+            if isinstance(module, ATTENTION):
+                proj = module.out_proj
+                cols = crit.score(masking.param_name(f"{name}.out_proj"), proj.weight.detach()).float().mean(dim=0)
+                out[name] = gran.normalise(cols.repeat(3))
+            else:
+                param = masking.param_name(name)
+                out[name] = gran.normalise(group.groups(crit.score(param, module.weight.detach())).float())
     return out
 
 
 def _row_pruned(module: nn.Module) -> Tensor:
-    mask = masking.get_mask(module)
+    weight_name, _ = row_tensors(module)
+    mask = masking.get_mask(module, weight_name)
     if mask is None:
-        return torch.zeros(module.weight.shape[0], dtype=torch.bool)
+        return torch.zeros(getattr(module, weight_name).shape[0], dtype=torch.bool)
     return ~mask.reshape(mask.shape[0], -1).any(dim=1)
 
 
@@ -64,6 +72,10 @@ def coupled_masks(
     """Masks ``(module, tensor name, keep)`` for coupled channel pruning, and the shortfall."""
     g = analyse(model, example_inputs, leaf_modules)
     mods = {n: m for n, (m, _, _) in targets.items()}
+    for name in g.attention:  # heads are pruned when the output projection is
+        if f"{name}.out_proj" in targets:
+            mods[name] = model.get_submodule(name)
+            targets = {**targets, name: targets[f"{name}.out_proj"]}
     units, spaces = units_and_spaces(g, mods)
     rows = _row_scores(mods, crit, group)
     pruned_rows = {n: _row_pruned(m) for n, m in mods.items()}
@@ -109,16 +121,18 @@ def _masks(
 
     out = []
     for name, module in mods.items():
-        w = masking.original(module)
+        weight_name, bias_name = row_tensors(module)
+        w = masking.original(module, weight_name)
         keep = torch.ones(w.shape, dtype=torch.bool)
         if name in g.rows:
             dead_rows = gone(g.rows[name])
             keep[dead_rows] = False
-            if getattr(module, "bias", None) is not None and bool(dead_rows.any()):
-                out.append((module, "bias", _with_current(module, "bias", ~dead_rows)))
+            if getattr(module, bias_name, None) is not None and bool(dead_rows.any()):
+                out.append((module, bias_name, _with_current(module, bias_name, ~dead_rows)))
         if name in g.cols and name not in g.depthwise:
             keep[:, gone(g.cols[name])] = False
-        out.append((module, "weight", _with_current(module, "weight", keep)))
+        if weight_name == "weight" or not bool(keep.all()):
+            out.append((module, weight_name, _with_current(module, weight_name, keep)))
     for name, atoms in g.norms.items():
         dead = gone(atoms)
         if bool(dead.any()):

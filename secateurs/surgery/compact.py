@@ -25,14 +25,16 @@ from torch import Tensor, nn
 from .. import masking
 from ..analysis.flops import as_inputs
 from ..export import SURGERY_ATTR
+from .attention import PrunedMultiheadAttention, row_tensors
 from .graph import NORMS, ChannelGraph, analyse
 TOLERANCE = 1e-4
 
 
 def _zero_rows(module: nn.Module) -> Tensor:
-    w = module.weight.detach()
+    weight_name, bias_name = row_tensors(module)
+    w = getattr(module, weight_name).detach()
     dead = ~w.reshape(w.shape[0], -1).any(dim=1)
-    bias = getattr(module, "bias", None)
+    bias = getattr(module, bias_name, None)
     if bias is not None:
         dead &= bias.detach() == 0
     return dead
@@ -74,8 +76,17 @@ def plan(model: nn.Module, g: ChannelGraph) -> dict[str, dict[str, Any]]:
     """``{module: {"rows"|"cols"|"norm": kept indices, "attrs": {...}}}`` for every module that shrinks."""
     dead = dead_roots(model, g)
     out: dict[str, dict[str, Any]] = {}
+    replaced = g.attention | {f"{n}.out_proj" for n in g.attention}
+    for name in g.attention:  # heads go by replacing the module (nn.MultiheadAttention cannot shrink)
+        atoms = g.rows[name][: len(g.rows[name]) // 3]
+        size = model.get_submodule(name).head_dim
+        heads = [h // size for h in range(0, len(atoms), size) if g.atoms.find(atoms[h]) not in dead]
+        if len(heads) < len(atoms) // size:
+            out[name] = {"heads": heads}
     for kind, table in (("rows", g.rows), ("cols", g.cols), ("norm", g.norms)):
         for name, atoms in table.items():
+            if name in replaced and not (kind == "rows" and name.endswith(".out_proj")):
+                continue
             keep = [i for i, a in enumerate(atoms) if g.atoms.find(a) not in dead]
             if len(keep) < len(atoms):
                 out.setdefault(name, {})[kind] = keep
@@ -128,11 +139,23 @@ def shrink(module: nn.Module, change: dict[str, Any]) -> None:
             module.in_channels = len(idx)
 
 
-def replay(model: nn.Module, steps: Sequence[dict[str, dict[str, list[int]]]]) -> nn.Module:
+def apply(model: nn.Module, step: dict[str, dict[str, Any]]) -> None:
+    """Apply one plan to ``model`` in place: replace attention modules, shrink the rest."""
+    for name, change in step.items():
+        if "heads" in change:
+            parent, _, child = name.rpartition(".")
+            old = model.get_submodule(name)
+            setattr(model.get_submodule(parent) if parent else model, child,
+                    PrunedMultiheadAttention.from_mha(old, change["heads"]).train(old.training))
+    for name, change in step.items():
+        if "heads" not in change:
+            shrink(model.get_submodule(name), change)
+
+
+def replay(model: nn.Module, steps: Sequence[dict[str, dict[str, Any]]]) -> nn.Module:
     """Apply recorded surgery ``steps`` to ``model`` (a fresh instance of the architecture), in place."""
     for step in steps:
-        for name, change in step.items():
-            shrink(model.get_submodule(name), change)
+        apply(model, step)
     setattr(model, SURGERY_ATTR, [*getattr(model, SURGERY_ATTR, []), *steps])
     return model
 
@@ -158,8 +181,7 @@ def compact(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[str] =
     g = analyse(model, inputs, leaf_modules)
     step = plan(model, g)
     new = masking.finalize(copy.deepcopy(model))
-    for name, change in step.items():
-        shrink(new.get_submodule(name), change)
+    apply(new, step)
     setattr(new, SURGERY_ATTR, [*getattr(model, SURGERY_ATTR, []), step])
     _check_same(model, new, inputs)
     return new

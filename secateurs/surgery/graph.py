@@ -31,6 +31,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import PruningError
+from .attention import ATTENTION, packed
 
 KEEPS_ZERO_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Hardswish, nn.Mish,
@@ -102,6 +103,9 @@ class ChannelGraph:
         depthwise: names of depthwise convs (their rows follow their input channels).
         heads: ``{attention module: (atom per q/k/v row, head size)}`` for BERT-style attention,
             whose head count changes with its rows.
+        attention: names of packed multi-head attention modules; their ``rows`` are the rows
+            of ``in_proj_weight`` (q, then k, then v) and their heads are removed by replacing
+            them with :class:`.attention.PrunedMultiheadAttention`.
     """
 
     atoms: Atoms
@@ -110,6 +114,7 @@ class ChannelGraph:
     norms: dict[str, list[int]] = field(default_factory=dict)
     depthwise: set[str] = field(default_factory=set)
     heads: dict[str, tuple[list[int], int]] = field(default_factory=dict)
+    attention: set[str] = field(default_factory=set)
 
     def units(self) -> dict[int, list[tuple[str, int]]]:
         """Removable coupled channels: ``{root: [(module, row), ...]}`` over non-frozen roots."""
@@ -254,6 +259,8 @@ def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[f
         _freeze_all(node.args, env, g)
         g.rows[name] = g.atoms.new(m.out_channels, frozen=True)
         return Labels(1, g.rows[name])
+    if isinstance(m, ATTENTION) and packed(m):
+        return _attention(node, m, name, g, env)
     if isinstance(m, NORMS) and x is not None and x.axis == 1:
         g.norms[name] = x.atoms
         return x
@@ -263,6 +270,23 @@ def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[f
         return _flattened(x, in_shape, m.start_dim, m.end_dim, g)
     _freeze_all((node.args, node.kwargs), env, g)
     return _fresh(node, g)
+
+
+def _attention(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    """Heads of a packed attention module: one unit per head (its q, k, v rows, out_proj columns)."""
+    _freeze_all((node.args, node.kwargs), env, g)  # its inputs are the residual stream: kept
+    inner = m.num_heads * m.head_dim
+    atoms = g.atoms.new(inner)
+    for h in range(0, inner, m.head_dim):
+        for a in atoms[h + 1 : h + m.head_dim]:
+            g.atoms.union(atoms[h], a)
+    g.rows[name] = atoms * 3
+    g.attention.add(name)
+    g.cols[f"{name}.out_proj"] = atoms
+    out = g.atoms.new(m.embed_dim)
+    g.rows[f"{name}.out_proj"] = out
+    shape = _shape(node.args[0]) if node.args else None
+    return (Labels(len(shape) - 1 if shape else 2, out), None)
 
 
 def _reduced(node: fx.Node, x: Labels, in_shape: tuple[int, ...] | None) -> Labels:
