@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import criteria, export, recipes
+from . import criteria, recipes
 from .errors import PruningError
 
 DEFAULT_OUT = "secateurs-out"

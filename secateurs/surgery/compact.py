@@ -65,7 +65,7 @@ def dead_roots(model: nn.Module, g: ChannelGraph) -> set[int]:
             if not d:
                 alive.add(g.atoms.find(a))
     dead = seen - alive
-    for name, atoms in g.rows.items():  # every module keeps one row at least
+    for atoms in g.rows.values():  # every module keeps one row at least
         roots = [g.atoms.find(a) for a in atoms]
         if roots and all(r in dead for r in roots):
             dead.discard(roots[0])

@@ -18,7 +18,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import PruningError
