@@ -154,6 +154,22 @@ def test_summary_prints_a_table(demo: tuple[subprocess.CompletedProcess[str], Pa
     assert list(tmp_path.iterdir()) == []  # summary writes nothing
 
 
+def test_prune_channels_and_compact(demo: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+    _, out = demo
+    r = cli("prune", out / "dense.safetensors", "--sparsity", "0.5", "--granularity", "neuron", "--scope", "local",
+            "--compact", "--data", "mnist", "-o", "small", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "small" / "metrics.json").read_text())
+    assert m["compacted"] is True
+    assert m["final"]["params"] < m["dense"]["params"] / 2
+    assert m["final"]["flops"] < m["dense"]["flops"] / 2
+    assert m["final"]["nonzero"] == m["final"]["params"]  # nothing masked: the weights are gone
+    small = sc.load(tmp_path / "small" / "model.safetensors")
+    assert small.fc1.out_features == 150 and small.fc2.in_features == 150 and small.fc3.out_features == 10
+    r = cli("summary", tmp_path / "small" / "model.safetensors", cwd=tmp_path)
+    assert r.returncode == 0 and "150x784" in r.stdout
+
+
 def test_prune_a_saved_model_locally(demo: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
     _, out = demo
     r = cli("prune", out / "dense.safetensors", "--sparsity", "0.5", "--scope", "local", "-o", "out2", "-q",
