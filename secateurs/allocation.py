@@ -255,3 +255,18 @@ def _fill_bucket(
             # stable sort on the low bits keeps index order among equal keys
             order = torch.sort(low, stable=True).indices[: takes[i]]
             prune[i][idx[order]] = True
+
+
+def split_masks(slots: Sequence[Slot], keys_of: KeyFn, sparsity: float) -> tuple[list[Tensor], int]:
+    """Keep-masks for slots with their own sparsity (local) and the rest pooled (global)."""
+    pooled = [i for i, s in enumerate(slots) if s.sparsity is None]
+    own = [i for i, s in enumerate(slots) if s.sparsity is not None]
+    keep: list[Tensor] = [torch.ones(0, dtype=torch.bool)] * len(slots)
+    for i, m in zip(own, local_masks([slots[i] for i in own], lambda j: keys_of(own[j]), sparsity)):
+        keep[i] = m
+    shortfall = 0
+    if pooled:
+        masks, shortfall = global_masks([slots[i] for i in pooled], lambda j: keys_of(pooled[j]), sparsity)
+        for i, m in zip(pooled, masks):
+            keep[i] = m
+    return keep, shortfall

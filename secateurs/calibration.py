@@ -29,8 +29,12 @@ def batches(data: Iterable[Any]) -> Iterator[Batch]:
     """Normalise ``data`` to ``(args, kwargs, targets)`` triples.
 
     Raises:
-        PruningError: a batch of another form, or no batch at all.
+        PruningError: data that is not iterable, a batch of another form, or no batch at all.
     """
+    if isinstance(data, (Tensor, Mapping)) or not isinstance(data, Iterable):
+        raise PruningError(
+            f"data= must be an iterable of batches (a list or a DataLoader), got {type(data).__name__}"
+        )
     seen = False
     for b in data:
         seen = True
@@ -62,21 +66,32 @@ def batch_size(batch: Batch) -> int:
 
 
 @contextlib.contextmanager
+def evaluating(*models: nn.Module) -> Iterator[None]:
+    """Eval mode inside; on exit every submodule gets back its own mode (a frozen BatchNorm stays frozen)."""
+    saved = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
+
+
+@contextlib.contextmanager
 def scoring(model: nn.Module, grad_params: Iterable[Tensor] = ()) -> Iterator[None]:
     """Eval mode; only ``grad_params`` require grad; everything restored on exit."""
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
-    was_training = model.training
     wanted = {id(p) for p in grad_params}
     try:
-        model.eval()
-        for p in params:
-            p.requires_grad_(id(p) in wanted)
-            p.grad = None
-        yield
+        with evaluating(model):
+            for p in params:
+                p.requires_grad_(id(p) in wanted)
+                p.grad = None
+            yield
     finally:
-        model.train(was_training)
         for p, f, g in zip(params, flags, grads):
             p.requires_grad_(f)
             p.grad = g
@@ -117,13 +132,6 @@ def hooks(modules: Mapping[str, nn.Module], fn: Callable[[str, nn.Module, Any, A
     finally:
         for h in handles:
             h.remove()
-
-
-def features(x: Tensor, module: nn.Module) -> Tensor:
-    """A layer's input as rows of features: ``(N, in_features)`` or ``(N, in_channels)`` for convs."""
-    if isinstance(module, nn.Linear):
-        return x.reshape(-1, x.shape[-1])
-    return x.movedim(1, -1).reshape(-1, x.shape[1])  # conv: channels last, positions as rows
 
 
 def outputs_per_channel(y: Tensor, module: nn.Module) -> Tensor:

@@ -64,12 +64,14 @@ def resolve_layers(
     Raises:
         PruningError: no prunable layer, a pattern that matches nothing, or a bad value.
     """
-    found = list(masking.prunable_layers(model))
+    found = [(n, m) for n, m in masking.prunable_layers(model) if masking.original(m).numel() > 0]
     if not found:
         raise PruningError(
             f"model {type(model).__name__} has no prunable layers "
             "(Linear or Conv1d/2d/3d); nothing to prune"
         )
+    if layers is not None and not isinstance(layers, Mapping):
+        raise PruningError(f"layers must be a dict of name or pattern -> sparsity or None, got {layers!r}")
     chosen: dict[str, tuple[float | None, bool]] = {name: (default, False) for name, _ in found}
     for pattern, value in (layers or {}).items():
         if not isinstance(pattern, str):
@@ -83,7 +85,24 @@ def resolve_layers(
                 f"prunable layers are: {', '.join(n for n, _ in found)}"
             )
         chosen.update(dict.fromkeys(hits, (value, True)))
-    return [Target(n, m, *chosen[n]) for n, m in found if chosen[n][0] is not None]
+    targets = [Target(n, m, *chosen[n]) for n, m in found if chosen[n][0] is not None]
+    if not targets:
+        raise PruningError(f"layers={dict(layers or {})!r} excludes every prunable layer; nothing to prune")
+    _check_shared(targets)
+    return targets
+
+
+def _check_shared(targets: list[Target]) -> None:
+    """Tied weights (one tensor in two layers) would get two masks that multiply."""
+    owner: dict[int, str] = {}
+    for t in targets:
+        key = id(masking.original(t.module))
+        if key in owner:
+            raise PruningError(
+                f"{t.param} shares its weight with {owner[key]}; prune only one of them: "
+                f"layers={{{t.module_name!r}: None}}"
+            )
+        owner[key] = t.param
 
 
 def _matches(pattern: str, module_name: str) -> bool:
@@ -283,18 +302,7 @@ def _choose(
         return [group.select(allocation.all_keys(keys_of, i), s) for i, s in enumerate(shapes)], 0
     if crit.compare_rows and scope == "local" and type(group) is gran.Unstructured:
         return allocation.row_masks(slots, keys_of, sparsity, shapes, min_density), 0
-    pooled = [i for i, s in enumerate(slots) if s.sparsity is None]
-    own_ix = [i for i, s in enumerate(slots) if s.sparsity is not None]
-    keep: list[Tensor | None] = [None] * len(slots)
-    own = allocation.local_masks([slots[i] for i in own_ix], lambda j: keys_of(own_ix[j]), sparsity)
-    for i, m in zip(own_ix, own):
-        keep[i] = m
-    shortfall = 0
-    if pooled:
-        masks_, shortfall = allocation.global_masks([slots[i] for i in pooled], lambda j: keys_of(pooled[j]), sparsity)
-        for i, m in zip(pooled, masks_):
-            keep[i] = m
-    return keep, shortfall  # type: ignore[return-value]
+    return allocation.split_masks(slots, keys_of, sparsity)
 
 
 def score(

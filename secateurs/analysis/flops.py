@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .. import masking
+from ..calibration import evaluating
 from ..errors import PruningError
 
 
@@ -44,16 +45,13 @@ def count_flops(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int], 
             per_layer[key] += counter.get_total_flops()
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), evaluating(model), counter:
             if len(inputs) == 1 and isinstance(inputs[0], dict):
                 model(**inputs[0])
             else:
                 model(*inputs)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return per_layer, int(counter.get_total_flops())

@@ -194,6 +194,7 @@ def sensitivity(
     options = dict(criterion=criterion, granularity=granularity, scope="local", data=data,
                    loss_fn=loss_fn, example_inputs=example_inputs, seed=seed)
     modes = [(m, m.training) for m in model.modules()]
+    before = {k: v.clone() for k, v in masking.masks(model).items()}  # every probe is undone to this
     bar = tqdm(total=len(targets) * len(grid), desc="sensitivity", unit="eval",
                leave=False, disable=None if progress else True)
     try:
@@ -204,7 +205,7 @@ def sensitivity(
             table[t.param] = []
             for p in grid:
                 pattern = glob.escape(t.module_name)  # names are literal, not patterns
-                with _restored(t.module):
+                with _restored(model, t.module, before):
                     prune(model, sparsity=p, layers={"*": None, pattern: p}, **options)
                     table[t.param].append(_measure(evaluate, model, f"{t.param} at sparsity {p:g}"))
                 bar.update()
@@ -250,21 +251,23 @@ def _measure(evaluate: Evaluate, model: nn.Module, what: str) -> float:
 
 
 @contextmanager
-def _restored(module: nn.Module) -> Iterator[None]:
-    """On exit, ``module``'s stored weight and its mask (or absence of one) are as on entry.
+def _restored(model: nn.Module, module: nn.Module, before: dict[str, torch.Tensor]) -> Iterator[None]:
+    """On exit, every mask of ``model`` is as in ``before`` and ``module``'s stored weight as on entry.
 
-    Criteria may write to the weights they prune (weight updates), so the values
-    are kept as well as the mask.
+    A probe may mask more than the layer's weight (its bias, BatchNorm entries and the
+    next layer's columns for channel granularity) and criteria may write to the weights
+    they prune, so all masks and the layer's values are put back.
     """
     weight = masking.original(module).detach().clone()
-    mask = masking.get_mask(module)
-    mask = None if mask is None else mask.clone()  # set_mask writes into the buffer in place
     try:
         yield
     finally:
-        if mask is None:
-            masking.unmask(module)  # which also puts the parameter order back
-        else:
-            masking.set_mask(module, mask)
+        for name in masking.masks(model):
+            module_name, _, tensor_name = name.rpartition(".")
+            owner = model.get_submodule(module_name)
+            if name in before:
+                masking.set_mask(owner, before[name], tensor_name)
+            else:
+                masking.unmask(owner, tensor_name)  # which also puts the parameter order back
         with torch.no_grad():
             masking.original(module).copy_(weight)

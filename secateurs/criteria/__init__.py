@@ -129,6 +129,8 @@ def get(criterion: str | Criterion, seed: int = 0) -> Criterion:
     """
     if isinstance(criterion, Criterion):
         return criterion
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise PruningError(f"seed must be an integer, got {seed!r}")
     _load_all()
     if not isinstance(criterion, str) or criterion not in _REGISTRY:
         raise PruningError(f"unknown criterion {criterion!r}; allowed: {', '.join(names())}")

@@ -56,6 +56,8 @@ class OBS(Criterion):
             rows[name] = rows.get(name, 0) + p.shape[0]
 
         collect(ctx, add)
+        with torch.no_grad():  # the weights as pruned so far: the correction starts from them
+            self.before = {n: m.weight.detach().clone() for n, m in ctx.layers.items() if n in sums}
         self.hessians = {n: _damped(sums[n] / rows[n], n) for n in sums}
         self.inverses = {n: torch.cholesky_inverse(torch.linalg.cholesky(h)) for n, h in self.hessians.items()}
 
@@ -70,8 +72,8 @@ class OBS(Criterion):
             return
         u = torch.linalg.cholesky(self.inverses[name], upper=True)
         w = masking.original(module)
-        with torch.no_grad():
-            new = surgeon(as_matrix(w.detach()).float(), as_matrix(keep), u)
+        with torch.no_grad():  # from the masked weight: entries pruned earlier are already gone
+            new = surgeon(as_matrix(self.before[name]).float(), as_matrix(keep), u.to(w.device))
             w.copy_(new.reshape(w.shape).to(w.dtype))
 
 
@@ -82,7 +84,7 @@ def _damped(h: Tensor, name: str) -> Tensor:
     h[dead, dead] = 1.0
     damp = DAMP * torch.diagonal(h).mean()
     for _ in range(6):
-        candidate = h + damp * torch.eye(h.shape[0], dtype=h.dtype)
+        candidate = h + damp * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
         if torch.linalg.cholesky_ex(candidate).info == 0:
             return candidate
         damp *= 10

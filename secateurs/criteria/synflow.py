@@ -29,17 +29,18 @@ from torch import Tensor, nn
 from .. import calibration, masking
 from ..errors import PruningError
 from . import Context, Criterion, register
+from ._gradient import Accumulated
 
 
-class _Given(Criterion):
+class _Given(Accumulated):
+    """Scores computed elsewhere (by the rounds below)."""
+
     name = "_given"
+    needs_data = needs_loss = False
 
     def __init__(self, scores: dict[str, Tensor]) -> None:
         super().__init__()
         self.scores = scores
-
-    def score(self, name: str, weight: Tensor) -> Tensor:
-        return self.scores[name].clone()
 
 
 @register
@@ -67,7 +68,8 @@ class SynFlow(Criterion):
 
         net = _linearised(ctx.model)
         layers = {name: net.get_submodule(name.rpartition(".")[0]) for name in ctx.layers}
-        x = torch.ones(_input_shape(ctx), dtype=torch.float64)
+        device = next((p.device for p in net.parameters()), torch.device("cpu"))
+        x = torch.ones(_input_shape(ctx), dtype=torch.float64, device=device)
         targets = [Target(n.rpartition(".")[0], m, ctx.sparsity) for n, m in layers.items()]
         rounds = self.rounds if ctx.sparsity else 1
         for k in range(1, rounds + 1):
@@ -95,8 +97,9 @@ def _linearised(model: nn.Module) -> nn.Module:
         for name, t in list(net.named_parameters()) + list(net.named_buffers()):
             if not t.is_floating_point():
                 continue
-            leaf = name.rpartition(".")[2]
-            t.zero_() if leaf in ("bias", "running_mean") else t.abs_()
+            plain = name.replace(".parametrizations.", ".").removesuffix(".original")
+            leaf = plain.rpartition(".")[2]  # e.g. "bias", "in_proj_bias", "running_mean"
+            t.zero_() if leaf.endswith("bias") or leaf == "running_mean" else t.abs_()
     return net
 
 

@@ -94,23 +94,9 @@ def coupled_masks(
         keys.masked_fill_(~slots[i].current, allocation.FORCED)
         yield keys
 
-    keep, shortfall = _select(slots, keys_of, sparsity)
+    keep, shortfall = allocation.split_masks(slots, keys_of, sparsity)
     removed = {r for roots, k in zip(order, keep) for r, kept in zip(roots, k.tolist()) if not kept}
     return _masks(model, g, mods, removed), shortfall
-
-
-def _select(slots: list[allocation.Slot], keys_of, sparsity: float) -> tuple[list[Tensor], int]:
-    pooled = [i for i, s in enumerate(slots) if s.sparsity is None]
-    own = [i for i, s in enumerate(slots) if s.sparsity is not None]
-    keep: list[Tensor] = [torch.ones(0, dtype=torch.bool)] * len(slots)
-    for i, m in zip(own, allocation.local_masks([slots[i] for i in own], lambda j: keys_of(own[j]), sparsity)):
-        keep[i] = m
-    shortfall = 0
-    if pooled:
-        masks_, shortfall = allocation.global_masks([slots[i] for i in pooled], lambda j: keys_of(pooled[j]), sparsity)
-        for i, m in zip(pooled, masks_):
-            keep[i] = m
-    return keep, shortfall
 
 
 def _masks(

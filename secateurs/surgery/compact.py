@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .. import masking
 from ..analysis.flops import as_inputs
+from ..calibration import evaluating
 from ..export import SURGERY_ATTR
 from .attention import PrunedMultiheadAttention, row_tensors
 from .graph import NORMS, ChannelGraph, analyse
@@ -41,12 +42,15 @@ def _zero_rows(module: nn.Module) -> Tensor:
 
 
 def _zero_norm(module: nn.Module) -> Tensor:
-    dead = torch.ones(module.num_features, dtype=torch.bool)
-    for name in ("weight", "bias"):
-        t = getattr(module, name, None)
-        if t is not None:
-            dead &= t.detach() == 0
-    return dead
+    """Channels whose norm output is exactly 0 for a zero input: weight and bias both 0.
+
+    Without affine parameters a norm maps 0 to ``-mean/std``, so no channel is dead.
+    """
+    parts = [t.detach() == 0 for t in (getattr(module, "weight", None), getattr(module, "bias", None))
+             if t is not None]
+    if len(parts) < 2:
+        return torch.zeros(module.num_features, dtype=torch.bool)
+    return parts[0] & parts[1]
 
 
 def dead_roots(model: nn.Module, g: ChannelGraph) -> set[int]:
@@ -188,15 +192,8 @@ def compact(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[str] =
 
 
 def _check_same(model: nn.Module, new: nn.Module, inputs: tuple[Any, ...]) -> None:
-    modes = (model.training, new.training)
-    model.eval()
-    new.eval()
-    try:
-        with torch.no_grad():
-            a, b = _first_tensor(_call(model, inputs)), _first_tensor(_call(new, inputs))
-    finally:
-        model.train(modes[0])
-        new.train(modes[1])
+    with torch.no_grad(), evaluating(model, new):
+        a, b = _first_tensor(_call(model, inputs)), _first_tensor(_call(new, inputs))
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         diff = float((a - b).abs().max()) if a.numel() else 0.0
         scale = max(1.0, float(a.abs().max()) if a.numel() else 1.0)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..calibration import evaluating
 from ..errors import PruningError
 from .attention import ATTENTION, packed
 
@@ -147,11 +148,13 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[st
             "pass its name in leaf_modules=[...] to treat it as one opaque layer (its channels are then kept)"
         ) from None
     gm = fx.GraphModule(model, graph)
-    with torch.no_grad():
-        was = model.training
-        gm.eval()
-        ShapeProp(gm).propagate(*example_inputs)
-        gm.train(was)
+    with torch.no_grad(), evaluating(gm, model):
+        try:
+            ShapeProp(gm).propagate(*example_inputs)
+        except Exception as exc:  # a shape or type mismatch deep inside the model
+            raise PruningError(
+                f"example_inputs do not fit the model: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            ) from None
     return gm
 
 
@@ -235,6 +238,12 @@ def _visit(node: fx.Node, gm: fx.GraphModule, g: ChannelGraph, env: dict[fx.Node
 def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
     x = _labels_of(node.args[0], env) if node.args else None
     in_shape = _shape(node.args[0]) if node.args else None
+    if name in g.rows or name in g.norms:  # a layer called twice: keep all its channels
+        _freeze_all(node.args, env, g)
+        for table in (g.rows, g.cols, g.norms):
+            g.atoms.freeze(table.get(name, []))
+        return Labels(1 if not isinstance(m, nn.Linear) else len(_shape(node) or (0, 0)) - 1,
+                      g.rows.get(name) or g.norms[name])
     if isinstance(m, nn.Linear):
         if x is not None and in_shape is not None and x.axis == len(in_shape) - 1:
             g.cols[name] = x.atoms
