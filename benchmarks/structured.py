@@ -77,7 +77,9 @@ try:
 except ImportError:  # the table then shows Torch-Pruning as not installed
     tp, TP_VERSION = None, "not installed"
 
-MODELS = ("vgg", "resnet-20", "mobilenet-v2", "lenet-5")
+MODELS = ("vgg", "resnet-20", "mobilenet-v2", "lenet-5", "vgg-wide")
+# Extra rows built from a zoo model with other arguments: how the ratio grows with layer width.
+VARIANTS = {"vgg-wide": ("vgg", {"widths": [64, 128, 256]})}
 SPARSITY = 0.5
 TARGET = 0.8  # speedup must be at least TARGET x the FLOPs reduction
 LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -230,7 +232,8 @@ def warm_up_libraries() -> None:
 
 def run_model(name: str, args: argparse.Namespace) -> tuple[list[Row], float, str, float | None, str]:
     torch.manual_seed(args.seed)
-    dense_model = zoo.model(name).eval()
+    arch, kwargs = VARIANTS.get(name, (name, {}))
+    dense_model = zoo.model(arch, **kwargs).eval()
     x = zoo.example_inputs(dense_model)[0]
     batch = torch.randn(args.batch, *x.shape[1:], generator=torch.Generator().manual_seed(args.seed + 1))
     dense = Row("dense (baseline)", dense_model)
