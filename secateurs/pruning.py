@@ -298,7 +298,7 @@ def _choose(
     group: gran.Granularity, scope: str, sparsity: float, shapes: list[tuple[int, ...]], min_density: float,
 ) -> tuple[list[Tensor], int]:
     """Group keep-masks: fixed patterns, per-row, local or global selection."""
-    if isinstance(group, gran.NM):
+    if group.fixed_pattern:  # N:M: the pattern inside each group decides, not a count
         return [group.select(allocation.all_keys(keys_of, i), s) for i, s in enumerate(shapes)], 0
     if crit.compare_rows and scope == "local" and type(group) is gran.Unstructured:
         return allocation.row_masks(slots, keys_of, sparsity, shapes, min_density), 0
