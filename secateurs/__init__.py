@@ -15,10 +15,11 @@ from .export import load, save
 from .masking import finalize, masks, restore
 from .pruning import PruneResult, prune, score
 from .surgery.compact import compact
+from .surgery.merge import MergeResult, merge_neurons
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PruneResult", "PruningError", "compact", "criteria", "finalize", "load", "masks", "prune",
+    "MergeResult", "PruneResult", "PruningError", "compact", "criteria", "finalize", "load", "masks", "merge_neurons", "prune",
     "restore", "save", "score", "sensitivity", "sparsity", "summary",
 ]

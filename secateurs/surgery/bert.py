@@ -57,6 +57,8 @@ def structural_graph(model: nn.Module) -> ChannelGraph:
         ffn = g.atoms.new(layer.intermediate.dense.out_features, frozen=not _keeps_zero(layer))
         g.rows[f"{p}intermediate.dense"] = ffn
         g.cols[f"{p}output.dense"] = ffn
+        act = getattr(layer.intermediate, "intermediate_act_fn", None)
+        g.via[f"{p}output.dense"] = frozenset({type(act).__name__})
         sa = layer.attention.self
         size = int(sa.attention_head_size)
         atoms = g.atoms.new(sa.query.out_features)

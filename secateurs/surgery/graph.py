@@ -90,6 +90,7 @@ class Labels:
 
     axis: int
     atoms: list[int]
+    ops: frozenset[str] = frozenset()  # the elementwise ops passed through since the producer
 
 
 @dataclass
@@ -104,6 +105,7 @@ class ChannelGraph:
         depthwise: names of depthwise convs (their rows follow their input channels).
         heads: ``{attention module: (atom per q/k/v row, head size)}`` for BERT-style attention,
             whose head count changes with its rows.
+        via: ``{consumer module: ops between its input and the layers producing it}``.
         attention: names of packed multi-head attention modules; their ``rows`` are the rows
             of ``in_proj_weight`` (q, then k, then v) and their heads are removed by replacing
             them with :class:`.attention.PrunedMultiheadAttention`.
@@ -116,6 +118,7 @@ class ChannelGraph:
     depthwise: set[str] = field(default_factory=set)
     heads: dict[str, tuple[list[int], int]] = field(default_factory=dict)
     attention: set[str] = field(default_factory=set)
+    via: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def units(self) -> dict[int, list[tuple[str, int]]]:
         """Removable coupled channels: ``{root: [(module, row), ...]}`` over non-frozen roots."""
@@ -247,6 +250,7 @@ def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[f
     if isinstance(m, nn.Linear):
         if x is not None and in_shape is not None and x.axis == len(in_shape) - 1:
             g.cols[name] = x.atoms
+            g.via[name] = x.ops
         else:
             _freeze_all(node.args, env, g)
             g.cols[name] = g.atoms.new(m.in_features, frozen=True)
@@ -257,6 +261,8 @@ def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[f
         ok = x is not None and x.axis == 1
         if m.groups == 1:
             g.cols[name] = x.atoms if ok else g.atoms.new(m.in_channels, frozen=True)
+            if ok:
+                g.via[name] = x.ops
             if not ok:
                 _freeze_all(node.args, env, g)
             g.rows[name] = g.atoms.new(m.out_channels)
@@ -272,9 +278,9 @@ def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[f
         return _attention(node, m, name, g, env)
     if isinstance(m, NORMS) and x is not None and x.axis == 1:
         g.norms[name] = x.atoms
-        return x
+        return Labels(x.axis, x.atoms, x.ops | {"norm"})
     if isinstance(m, KEEPS_ZERO_MODULES) and x is not None:
-        return _reduced(node, x, in_shape)
+        return _reduced(node, x, in_shape, type(m).__name__)
     if isinstance(m, nn.Flatten) and x is not None and in_shape is not None:
         return _flattened(x, in_shape, m.start_dim, m.end_dim, g)
     _freeze_all((node.args, node.kwargs), env, g)
@@ -298,25 +304,26 @@ def _attention(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dic
     return (Labels(len(shape) - 1 if shape else 2, out), None)
 
 
-def _reduced(node: fx.Node, x: Labels, in_shape: tuple[int, ...] | None) -> Labels:
+def _reduced(node: fx.Node, x: Labels, in_shape: tuple[int, ...] | None, op: str) -> Labels:
     """Pass labels through a channel-preserving op whose output rank may drop (pooling keeps it)."""
     out = _shape(node)
+    ops = x.ops | {op}
     if out is not None and in_shape is not None and len(out) == len(in_shape):
-        return x
-    return Labels(min(x.axis, len(out) - 1) if out else x.axis, x.atoms)
+        return Labels(x.axis, x.atoms, ops)
+    return Labels(min(x.axis, len(out) - 1) if out else x.axis, x.atoms, ops)
 
 
 def _flattened(x: Labels, shape: tuple[int, ...], start: int, end: int, g: ChannelGraph) -> Labels:
     start, end = start % len(shape), end % len(shape)
     if not start <= x.axis <= end:
         shift = end - start if x.axis > end else 0
-        return Labels(x.axis - shift, x.atoms)
+        return Labels(x.axis - shift, x.atoms, x.ops)
     inner = math.prod(shape[x.axis + 1 : end + 1])
     outer = math.prod(shape[start : x.axis])
     atoms = [a for a in x.atoms for _ in range(inner)] * outer
     if outer > 1:
         g.atoms.freeze(x.atoms)  # channels interleaved with an outer dim: keep it simple
-    return Labels(start, atoms)
+    return Labels(start, atoms, x.ops | {"flatten"})
 
 
 def _function(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
@@ -329,7 +336,7 @@ def _function(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
         return part
     if (method and target in KEEPS_ZERO_METHODS) or (not method and target in KEEPS_ZERO_FUNCTIONS):
         if first is not None:
-            return _reduced(node, first, _shape(args[0]))
+            return _reduced(node, first, _shape(args[0]), str(getattr(target, "__name__", target)))
     if (method and target in TIES_METHODS) or (not method and target in TIES):
         tied = _tie(node, g, env)
         if tied is not None:
@@ -394,4 +401,4 @@ def _reduction(node: fx.Node, x: Labels | None) -> Labels | None:
     if x.axis in dims:
         return None
     keep = node.kwargs.get("keepdim", False) or (len(node.args) > 2 and node.args[2])
-    return Labels(x.axis if keep else x.axis - sum(d < x.axis for d in dims), x.atoms)
+    return Labels(x.axis if keep else x.axis - sum(d < x.axis for d in dims), x.atoms, x.ops | {"mean"})
