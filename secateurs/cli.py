@@ -37,8 +37,11 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prune", help="prune a saved model (or a zoo model) once")
     pr.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
-    pr.add_argument("--sparsity", type=float, required=True, help="fraction of weights removed, in [0, 1)")
-    pr.add_argument("--criterion", default="magnitude", help="see `secateurs criteria` (default magnitude)")
+    pr.add_argument("--sparsity", type=float, help="fraction of weights removed, in [0, 1)")
+    pr.add_argument("--amount", help="with --criterion data-free: fraction of neurons merged, or auto")
+    pr.add_argument("--scaled", action="store_true", help="with --criterion data-free: merge positive multiples too")
+    pr.add_argument("--criterion", default="magnitude",
+                    help="see `secateurs criteria` (default magnitude); data-free merges neurons with no data")
     pr.add_argument("--granularity", default="unstructured",
                     help="unstructured (default), neuron, channel, filter, block:RxC or N:M such as 2:4")
     pr.add_argument("--scope", default="global", help="global or local (default global)")
@@ -79,7 +82,13 @@ def _layers(items: list[str]) -> dict[str, float | None]:
 
 
 def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
-    stage = {"sparsity": a.sparsity, "criterion": a.criterion, "scope": a.scope,
+    amount = a.amount
+    if amount is not None and amount != "auto":
+        try:
+            amount = float(amount)
+        except ValueError:
+            raise PruningError(f"--amount must be a fraction in [0, 1) or auto, got {a.amount!r}") from None
+    stage = {"sparsity": a.sparsity, "criterion": a.criterion, "scope": a.scope, "amount": amount, "scaled": a.scaled,
              "granularity": a.granularity, "min_density": a.min_density, "layers": _layers(a.layer),
              "seed": a.seed, "calibration_batches": a.calibration_batches}
     if a.finetune_epochs:
@@ -89,7 +98,7 @@ def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
         return recipes.Recipe.model_validate(raw)
     except recipes.ValidationError as exc:
         key, msg, _ = recipes.describe(exc, skip=2)  # drop ("prune", 0)
-        raise PruningError(f"--{key.replace('_', '-')}: {msg}") from None
+        raise PruningError(f"--{key.replace('_', '-')}: {msg}" if key else msg) from None
 
 
 def _dispatch(a: argparse.Namespace) -> int:
@@ -101,6 +110,8 @@ def _dispatch(a: argparse.Namespace) -> int:
             needs = "data + loss" if c.needs_loss else "data" if c.needs_data else "no data"
             doc = (type(c).__doc__ or "").strip().splitlines()[0]
             print(f"{name:<12} {needs:<12} {doc}")
+        print(f"{recipes.DATA_FREE:<12} {'no data':<12} Merge redundant neurons (Srinivas & Babu 2015); "
+              "use --amount, not --sparsity.")
         return 0
     if a.command == "summary":
         model = runner.build_model(recipes.Recipe(model=a.model))

@@ -29,6 +29,10 @@ from .errors import PruningError, check_sparsity
 from .pruning import SCOPES
 
 
+DATA_FREE = "data-free"
+"""The criterion name of data-free neuron merging (:func:`secateurs.merge_neurons`)."""
+
+
 class RecipeError(PruningError):
     """A recipe that cannot run: the message names the key and the line."""
 
@@ -56,8 +60,12 @@ class Stage(_Strict):
     """One pruning stage: what :func:`secateurs.prune` is called with, then fine-tuning."""
 
     schedule: Literal["oneshot"] = Field("oneshot", description="when to prune; oneshot prunes once")
-    sparsity: float = Field(description="fraction of weights removed at the end of the stage, in [0, 1)")
-    criterion: str = Field("magnitude", description="a registered criterion (secateurs criteria)")
+    sparsity: float | None = Field(None, description="fraction of weights removed at the end of the stage, "
+                                                     "in [0, 1); required except for data-free")
+    criterion: str = Field("magnitude", description="a registered criterion (secateurs criteria), or data-free")
+    amount: float | Literal["auto"] | None = Field(
+        None, description="data-free only: fraction of each layer's neurons merged, or auto")
+    scaled: bool = Field(False, description="data-free only: also merge positive multiples (ReLU-like layers)")
     scope: Literal[SCOPES] = Field("global", description="global: one threshold; local: each layer")  # type: ignore[valid-type]
     granularity: str = Field("unstructured",
                              description="what is removed together: unstructured, neuron, channel, filter, "
@@ -71,15 +79,26 @@ class Stage(_Strict):
 
     @field_validator("sparsity")
     @classmethod
-    def _sparsity(cls, v: float) -> float:
-        return check_sparsity(v)
+    def _sparsity(cls, v: float | None) -> float | None:
+        return None if v is None else check_sparsity(v)
 
     @field_validator("criterion")
     @classmethod
     def _criterion(cls, v: str) -> str:
-        if v not in criteria.names():
-            raise ValueError(f"unknown criterion {v!r}; allowed: {', '.join(criteria.names())}")
+        if v not in criteria.names() and v != DATA_FREE:
+            raise ValueError(f"unknown criterion {v!r}; allowed: {', '.join([*criteria.names(), DATA_FREE])}")
         return v
+
+    @model_validator(mode="after")
+    def _what(self) -> Stage:
+        if self.criterion == DATA_FREE:
+            if self.amount is None:
+                raise ValueError("criterion data-free needs amount: a fraction in [0, 1) or auto")
+            if isinstance(self.amount, float) and not 0 <= self.amount < 1:
+                raise ValueError(f"amount must be in [0, 1) or auto, got {self.amount!r}")
+        elif self.sparsity is None:
+            raise ValueError(f"criterion {self.criterion!r} needs sparsity")
+        return self
 
     @field_validator("granularity")
     @classmethod
@@ -117,7 +136,7 @@ class Recipe(_Strict):
                                            for s in self.prune):
             raise ValueError("export.compact needs a prune stage with granularity neuron, channel or filter")
         for s in self.prune:
-            if self.data is None and criteria.get(s.criterion).needs_data:
+            if self.data is None and s.criterion != DATA_FREE and criteria.get(s.criterion).needs_data:
                 raise ValueError(f"criterion {s.criterion!r} needs data: set data to a zoo dataset")
         return self
 
@@ -174,7 +193,7 @@ def describe(exc: ValidationError, skip: int = 0) -> tuple[str, str, tuple[Any, 
     """
     err = exc.errors()[0]
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    key = ".".join(str(p) for p in loc[skip:] or loc) or "recipe"
+    key = ".".join(str(p) for p in (loc[skip:] if skip else loc)) or ("" if skip else "recipe")
     if err["type"] == "extra_forbidden":
         return key, "unknown key", loc
     msg = err["msg"].removeprefix("Value error, ")

@@ -19,7 +19,8 @@ from .analysis.summary import summary
 from .errors import PruningError
 from .pruning import prune, resolve_layers
 from .surgery.compact import compact
-from .recipes import Recipe, Stage
+from .surgery.merge import merge_neurons
+from .recipes import DATA_FREE, Recipe, Stage
 from .training import evaluate, train
 
 
@@ -93,20 +94,27 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
     acc = (lambda: evaluate(model, test)) if test is not None else (lambda: None)
     dense_acc, dense_sum, before = acc(), summary(model, example), _weights(model)
-    stages = [{"name": "dense", "accuracy": dense_acc, "sparsity": dense_sum.sparsity}]
+    stages = [_stage("dense", dense_acc, model, dense_sum.params)]
     _say(quiet, f"dense: accuracy {_fmt(dense_acc)}, {dense_sum.total_params:,} parameters")
     for i, st in enumerate(recipe.prune, start=1):
-        prune(model, st.sparsity, criterion=st.criterion, scope=st.scope, granularity=st.granularity,
-              layers=st.layers or None, min_density=st.min_density, seed=st.seed,
-              data=_calibration(recipe, st, i), loss_fn=F.cross_entropy, example_inputs=example)
-        stages.append(_stage(f"prune {i}: {st.criterion} {st.scope} {st.sparsity:.0%}", acc(), model))
+        if st.criterion == DATA_FREE:
+            merged = merge_neurons(model, st.amount, layers=st.layers or None, scaled=st.scaled,
+                                   example_inputs=example)
+            model = merged.model
+            label = f"merge {i}: data-free, amount {st.amount}" + (", scaled" if st.scaled else "")
+        else:
+            prune(model, st.sparsity, criterion=st.criterion, scope=st.scope, granularity=st.granularity,
+                  layers=st.layers or None, min_density=st.min_density, seed=st.seed,
+                  data=_calibration(recipe, st, i), loss_fn=F.cross_entropy, example_inputs=example)
+            label = f"prune {i}: {st.criterion} {st.scope} {st.sparsity:.0%}"
+        stages.append(_stage(label, acc(), model, dense_sum.params))
         _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}, "
                     f"sparsity {stages[-1]['sparsity']:.2%}")
         if st.finetune is not None and st.finetune.epochs and test is not None:
             f = st.finetune
             train(model, zoo.dataset(str(recipe.data)).train, epochs=f.epochs, lr=f.lr, batch_size=f.batch_size,
                   weight_decay=f.weight_decay, seed=recipe.seed + i, desc=f"finetune {i}", progress=not quiet)
-            stages.append(_stage(f"finetune {i}: {f.epochs} epochs", acc(), model))
+            stages.append(_stage(f"finetune {i}: {f.epochs} epochs", acc(), model, dense_sum.params))
             _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}")
     if recipe.export.compact:
         pruned_flops = summary(model, example).flops
@@ -141,15 +149,18 @@ def _check_stages(recipe: Recipe) -> None:
     """Catch what the schema cannot see (layer patterns, no prunable layers) before any work."""
     model = build_model(recipe)
     for st in recipe.prune:
-        resolve_layers(model, st.layers or None, st.sparsity)
+        if st.criterion != DATA_FREE:  # merging patterns are checked when it runs (it shrinks layers)
+            resolve_layers(model, st.layers or None, st.sparsity)
 
 
 def _fmt(acc: float | None) -> str:
     return "n/a (no data)" if acc is None else f"{acc:.2%}"
 
 
-def _stage(name: str, accuracy: float | None, model: nn.Module) -> dict[str, Any]:
-    return {"name": name, "accuracy": accuracy, "sparsity": summary(model).sparsity}
+def _stage(name: str, accuracy: float | None, model: nn.Module, dense_params: int) -> dict[str, Any]:
+    """A stage's metrics; sparsity relative to the dense model's prunable weights (merged layers shrink)."""
+    nonzero = summary(model).nonzero
+    return {"name": name, "accuracy": accuracy, "sparsity": 1.0 - nonzero / dense_params if dense_params else 0.0}
 
 
 def _metrics(recipe: Recipe, dense_acc: float | None, dense_sum: Any, stages: list[dict[str, Any]],

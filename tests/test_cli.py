@@ -170,6 +170,20 @@ def test_prune_channels_and_compact(demo: tuple[subprocess.CompletedProcess[str]
     assert r.returncode == 0 and "150x784" in r.stdout
 
 
+def test_data_free_merging_from_the_cli(demo: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
+    _, out = demo
+    r = cli("prune", out / "dense.safetensors", "--criterion", "data-free", "--amount", "0.3", "--data", "mnist",
+            "-o", "merged", "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "merged" / "metrics.json").read_text())
+    assert m["final"]["params"] < m["dense"]["params"]
+    assert m["final"]["accuracy"] >= m["dense"]["accuracy"] - 0.02  # 30% of neurons merged, no data, no training
+    merged = sc.load(tmp_path / "merged" / "model.safetensors")
+    assert merged.fc1.out_features == 210 and merged.fc2.out_features == 70
+    r = cli("prune", out / "dense.safetensors", "--criterion", "data-free", "-o", "x", cwd=tmp_path)
+    assert r.returncode == 2 and "needs amount" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_prune_a_saved_model_locally(demo: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path) -> None:
     _, out = demo
     r = cli("prune", out / "dense.safetensors", "--sparsity", "0.5", "--scope", "local", "-o", "out2", "-q",

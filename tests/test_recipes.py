@@ -162,3 +162,14 @@ def test_a_recipe_must_be_a_mapping(text: str) -> None:
 
 def test_missing_model_is_an_error() -> None:
     assert "model" in _error("data: digits\n")
+
+
+def test_data_free_stage():
+    r = recipes.parse("model: lenet-300-100\nprune:\n  - {criterion: data-free, amount: auto, scaled: true}\n")
+    assert r.prune[0].amount == "auto" and r.prune[0].scaled and r.prune[0].sparsity is None
+    with pytest.raises(recipes.RecipeError, match="line 3: prune.0: criterion data-free needs amount"):
+        recipes.parse("model: lenet-300-100\nprune:\n  - {criterion: data-free}\n")
+    with pytest.raises(recipes.RecipeError, match="needs sparsity"):
+        recipes.parse("model: lenet-300-100\nprune:\n  - {criterion: magnitude}\n")
+    with pytest.raises(recipes.RecipeError, match="amount"):
+        recipes.parse("model: lenet-300-100\nprune:\n  - {criterion: data-free, amount: 1.5}\n")
