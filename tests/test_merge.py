@@ -132,8 +132,9 @@ def test_auto_stops_at_the_knee():
 
 
 def test_knee_of_a_hockey_stick():
-    assert merge.knee([0, 0, 0, 0, 0.1, 0.5, 1.0]) == 5  # the knee point itself is included
-    assert merge.knee([0, 0, 0, 1.0, 0.2, 1.1, 1.2]) == 3  # a dip after the jump does not move it
+    assert merge.knee([1e-6, 1e-6, 1e-6, 1e-5, 1e-1, 1.0, 10.0]) == 4  # the knee point itself is included
+    assert merge.knee([1e-6, 1e-6, 1e-6, 1.0, 1e-3, 1.1, 1.2]) == 3  # a dip after the jump does not move it
+    assert merge.knee([0.0, 0.0, 0.0]) == 3  # all free
     assert merge.knee([1.0]) == 1
 
 
@@ -156,3 +157,16 @@ def test_fast_on_a_wide_layer():
     net = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
     r = sc.merge_neurons(net, 0.5, example_inputs=(torch.ones(1, 512),))
     assert r.model[0].out_features == 256 and math.isfinite(r.layers[0].merges[-1][3])
+
+
+def test_stacked_pairs_see_the_layers_merged_before_them():
+    torch.manual_seed(0)
+    m = zoo.model("lenet-300-100")
+    joint = sc.merge_neurons(m, amount=0.5)
+    step1 = sc.merge_neurons(m, amount=0.5, layers={"fc2": None})
+    step2 = sc.merge_neurons(step1.model, amount=0.5, layers={"fc1": None})
+    assert [r[:2] for r in joint.layers[0].merges] == [r[:2] for r in step1.layers[0].merges]
+    assert [r[:2] for r in joint.layers[1].merges] == [r[:2] for r in step2.layers[0].merges]
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(joint.model(x), step2.model(x), atol=1e-5)

@@ -25,9 +25,9 @@ merge ``a_i ← a_i + α a_j`` is exact; α is the least-squares ratio
 ``‖ε_ij‖² = ‖W_j − α W_i‖²``.
 
 ``amount="auto"`` computes the whole greedy sequence and stops at the knee of
-the cumulative saliency curve (Kneedle: both axes scaled to [0, 1], the point
-farthest below the chord from the first to the last merge), where saliency
-starts to rise sharply (see :func:`knee`).
+the log-saliency curve (Kneedle: both axes scaled to [0, 1], the point farthest
+below the chord from the first to the last merge), where saliency starts to rise
+sharply (see :func:`knee`).
 """
 
 from __future__ import annotations
@@ -172,22 +172,29 @@ def greedy(w: Tensor, a2: Tensor, steps: int, scaled: bool = False,
 def knee(saliency: Sequence[float]) -> int:
     """Merges up to and including the knee of the saliency curve.
 
-    Kneedle on the cumulative saliency (the estimated damage of the first ``k`` merges,
-    which grows faster once real information is being removed), both axes scaled to
-    [0, 1]: the point farthest below the chord from the first merge to the last.
+    Kneedle on the running maximum of ``log10`` saliency (greedy saliencies need not rise
+    monotonically, and they span orders of magnitude: on a linear scale the last few merges
+    dwarf the rest and the knee lands at the very end), both axes scaled to [0, 1]: the point
+    farthest below the chord from the first merge to the last. Zero saliencies are floored
+    at the smallest positive one.
 
     Example:
-        >>> knee([0, 0, 0, 0, 0.1, 0.5, 1.0])
-        5
+        >>> knee([1e-6, 1e-6, 1e-6, 1e-5, 1e-1, 1.0, 10.0])
+        4
     """
     n = len(saliency)
     if n < 3:
         return n
-    y = torch.cumsum(torch.tensor(saliency, dtype=torch.float64), dim=0)
-    y = (y - y.min()) / (y.max() - y.min()) if float(y.max() - y.min()) > 0 else torch.zeros_like(y)
+    s = torch.tensor(saliency, dtype=torch.float64)
+    positive = s[s > 0]
+    if positive.numel() == 0:
+        return n  # every merge is free
+    y = torch.cummax(torch.log10(s.clamp_min(float(positive.min()))), dim=0).values
+    if float(y[-1] - y[0]) <= 0:
+        return n
+    y = (y - y[0]) / (y[-1] - y[0])
     x = torch.linspace(0, 1, n, dtype=torch.float64)
-    chord = y[0] + (y[-1] - y[0]) * x
-    return int((chord - y).argmax()) + 1
+    return int((x - y).argmax()) + 1
 
 
 def merge_neurons(
@@ -237,16 +244,16 @@ def merge_neurons(
     chosen = _choose(found, layers, amount)
     step: dict[str, dict[str, Any]] = {}
     records = []
-    for name, reader in chosen:
+    for name, reader in chosen:  # in graph order; each pair sees the layers already merged before it
         rec = _merge_pair(new, g, name, reader, chosen[(name, reader)], scaled)
         records.append(rec)
         removed = {j for _, j, _, _ in rec.merges}
         keep_rows = [i for i in range(rec.before) if i not in removed]
         cols = _columns(g, name, reader)
-        keep_cols = sorted(c for i in keep_rows for c in cols[i])
-        step.setdefault(name, {})["rows"] = keep_rows
-        step.setdefault(reader, {})["cols"] = keep_cols
-    apply(new, step)
+        change = {name: {"rows": keep_rows}, reader: {"cols": sorted(c for i in keep_rows for c in cols[i])}}
+        apply(new, change)
+        for module, entry in change.items():
+            step.setdefault(module, {}).update(entry)
     setattr(new, SURGERY_ATTR, [*getattr(model, SURGERY_ATTR, []), step])
     return MergeResult(new, records)
 
