@@ -65,6 +65,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
+from _load import busy_seconds  # benchmarks/ is the script's directory
 from secateurs import zoo
 from secateurs.training import evaluate, train
 
@@ -100,18 +101,6 @@ def naive_merges(layer: nn.Linear, reader: nn.Linear, steps: int) -> list[tuple[
         alive[j] = False
         merges.append((i, j))
     return merges
-
-
-def busy_seconds() -> tuple[float, float] | None:
-    """(CPU seconds all processes spent busy, CPU seconds this process spent), from /proc/stat; None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    own = os.times()
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object, float | None]:

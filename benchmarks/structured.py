@@ -68,6 +68,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
+from _load import busy_seconds  # benchmarks/ is the script's directory
 from secateurs import zoo
 
 try:
@@ -151,18 +152,6 @@ def removed_by_masks(model: nn.Module) -> dict[str, set[int]]:
 
 def shapes(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     return [(n, tuple(m.weight.shape)) for n, m in model.named_modules() if isinstance(m, LAYERS)]
-
-
-def busy_seconds() -> tuple[float, float] | None:
-    """(CPU seconds all processes spent busy, CPU seconds this process spent), from /proc/stat; None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    own = os.times()
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
 def time_interleaved(rows: list[Row], batch: torch.Tensor, warmup: int, runs: int) -> float | None:
