@@ -14,12 +14,14 @@ from .errors import PruningError
 from .export import load, save
 from .masking import finalize, masks, restore
 from .pruning import PruneResult, prune, score
+from .regularizers import penalty
+from .schedules import SET, Cubic, Gradual, Iterative, RigL
 from .surgery.compact import compact
 from .surgery.merge import MergeResult, merge_neurons
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MergeResult", "PruneResult", "PruningError", "compact", "criteria", "finalize", "load", "masks", "merge_neurons", "prune",
+    "SET", "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria", "finalize", "load", "masks", "merge_neurons", "penalty", "prune",
     "restore", "save", "score", "sensitivity", "sparsity", "summary",
 ]

@@ -40,9 +40,19 @@ class Mask(nn.Module):
         super().__init__()
         mask = mask.detach().to(dtype=torch.bool)
         self.register_buffer("mask", mask.clone() if copy else mask)
+        self.watch = False  # when True, the dense gradient of the masked weight is kept (RigL)
+        self.dense_grad: Tensor | None = None
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight * self.mask
+        out = weight * self.mask
+        if self.watch and out.requires_grad:
+            out.register_hook(self._keep)
+        return out
+
+    def _keep(self, grad: Tensor) -> None:
+        """∂L/∂(W ⊙ M) everywhere, pruned entries included (summed over forward calls)."""
+        g = grad.detach()
+        self.dense_grad = g.clone() if self.dense_grad is None else self.dense_grad + g
 
 
 def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -72,6 +82,11 @@ def _mask_module(module: nn.Module, tensor_name: str) -> Mask | None:
         if isinstance(p, Mask):
             return p
     return None
+
+
+def mask_module(module: nn.Module, tensor_name: str = "weight") -> Mask | None:
+    """The :class:`Mask` parametrization on ``module.<tensor_name>``, or ``None``."""
+    return _mask_module(module, tensor_name)
 
 
 def get_mask(module: nn.Module, tensor_name: str = "weight") -> Tensor | None:
