@@ -59,7 +59,16 @@ class Finetune(Train):
 class Stage(_Strict):
     """One pruning stage: what :func:`secateurs.prune` is called with, then fine-tuning."""
 
-    schedule: Literal["oneshot"] = Field("oneshot", description="when to prune; oneshot prunes once")
+    schedule: Literal["oneshot", "iterative", "gradual", "rigl", "set"] = Field(
+        "oneshot", description="when to prune: once, in rounds (IMP), gradually while training, or dynamically")
+    epochs: int = Field(0, ge=0, description="gradual, rigl, set: epochs trained while pruning; "
+                                             "iterative: epochs trained per round")
+    every: int = Field(50, ge=1, description="gradual, rigl, set: steps between pruning (or regrowth) steps")
+    rounds: int = Field(5, ge=1, description="iterative: pruning rounds")
+    rate: float = Field(0.2, gt=0, lt=1, description="iterative: fraction of the remaining weights pruned per round")
+    rewind: Literal["init"] | int | None = Field("init", description="iterative: init, a step number, or null")
+    alpha: float = Field(0.3, gt=0, le=1, description="rigl, set: initial fraction of weights updated")
+    distribution: Literal["erk", "uniform"] = Field("erk", description="rigl, set: layer sparsities")
     sparsity: float | None = Field(None, description="fraction of weights removed at the end of the stage, "
                                                      "in [0, 1); required except for data-free")
     criterion: str = Field("magnitude", description="a registered criterion (secateurs criteria), or data-free")
@@ -91,6 +100,14 @@ class Stage(_Strict):
 
     @model_validator(mode="after")
     def _what(self) -> Stage:
+        if self.schedule != "oneshot":
+            if self.criterion == DATA_FREE:
+                raise ValueError("criterion data-free runs once: use schedule oneshot")
+            if self.epochs < 1:
+                raise ValueError(f"schedule {self.schedule} needs epochs >= 1 (training while pruning)")
+            if self.schedule != "iterative" and self.sparsity is None:
+                raise ValueError(f"schedule {self.schedule} needs sparsity")
+            return self
         if self.criterion == DATA_FREE:
             if self.amount is None:
                 raise ValueError("criterion data-free needs amount: a fraction in [0, 1) or auto")
@@ -105,6 +122,13 @@ class Stage(_Strict):
     def _granularity(cls, v: str) -> str:
         granularity.parse(v)
         return v
+
+
+class Penalty(_Strict):
+    """A sparsity regulariser added to the training loss (:func:`secateurs.penalty`)."""
+
+    kind: Literal["l1", "l2", "linf", "group_lasso"] = Field(description="l1, l2, linf or group_lasso")
+    weight: float = Field(1e-5, ge=0, description="its coefficient")
 
 
 class Export(_Strict):
@@ -124,12 +148,15 @@ class Recipe(_Strict):
     seed: int = Field(0, description="seeds initialisation and data order")
     train: Train = Field(default_factory=Train, description="training before pruning")
     prune: list[Stage] = Field(default_factory=list, description="pruning stages, in order")
+    penalty: Penalty | None = Field(None, description="regulariser added to every training loss")
     export: Export = Field(default_factory=Export, description="saved model format")
     report: bool = Field(True, description="write report.md and weights.png")
 
     @model_validator(mode="after")
     def _needs_data(self) -> Recipe:
-        if self.data is None and (self.train.epochs or any(s.finetune and s.finetune.epochs for s in self.prune)):
+        trains = self.train.epochs or any((s.finetune and s.finetune.epochs) or s.schedule != "oneshot"
+                                          for s in self.prune)
+        if self.data is None and trains:
             raise ValueError("training or fine-tuning needs data: set data to a zoo dataset")
         if self.export.compact and not any(granularity.parse(s.granularity).structured
                                            and not isinstance(granularity.parse(s.granularity), granularity.Block)

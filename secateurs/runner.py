@@ -19,6 +19,8 @@ from .analysis.summary import summary
 from .errors import PruningError
 from .pruning import prune, resolve_layers
 from .surgery.compact import compact
+from .schedules import snapshot
+from .stage_runner import loss_penalty, run_schedule
 from .surgery.merge import merge_neurons
 from .recipes import DATA_FREE, Recipe, Stage
 from .training import evaluate, train
@@ -53,7 +55,7 @@ def _weights(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _dense_key(recipe: Recipe) -> str:
-    spec = recipe.model_dump(include={"model", "model_args", "data", "seed", "train"})
+    spec = recipe.model_dump(include={"model", "model_args", "data", "seed", "train", "penalty"})
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -70,8 +72,8 @@ def _trained(recipe: Recipe, out: Path, quiet: bool) -> nn.Module:
         return export.load(path, model)
     ds = zoo.dataset(str(recipe.data))
     t = recipe.train
-    train(model, ds.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size,
-          weight_decay=t.weight_decay, seed=recipe.seed, desc="train", progress=not quiet)
+    train(model, ds.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
+          seed=recipe.seed, desc="train", progress=not quiet, penalty=loss_penalty(recipe))
     export.save(model, path, metadata={"recipe_key": key})
     return model
 
@@ -89,6 +91,8 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     start = time.perf_counter()
     out = Path(out_dir)
     _check_stages(recipe)
+    torch.manual_seed(recipe.seed)
+    init_state = snapshot(build_model(recipe))  # the weights before training, for lottery-ticket rewinding
     model = _trained(recipe, out, quiet)
     test = zoo.dataset(recipe.data).test if recipe.data else None
     example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
@@ -97,6 +101,14 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     stages = [_stage("dense", dense_acc, model, dense_sum.params)]
     _say(quiet, f"dense: accuracy {_fmt(dense_acc)}, {dense_sum.total_params:,} parameters")
     for i, st in enumerate(recipe.prune, start=1):
+        if st.schedule != "oneshot":
+            rounds = run_schedule(recipe, st, i, model, acc, out, init_state, quiet)
+            stages.extend({**r, "sparsity": 1.0 - summary(model).nonzero / dense_sum.params
+                           if r is rounds[-1] else r["sparsity"]} for r in rounds)
+            stages.append(_stage(f"{st.schedule} {i}", acc(), model, dense_sum.params))
+            _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}, "
+                        f"sparsity {stages[-1]['sparsity']:.2%}")
+            continue
         if st.criterion == DATA_FREE:
             merged = merge_neurons(model, st.amount, layers=st.layers or None, scaled=st.scaled,
                                    example_inputs=example)
@@ -113,7 +125,8 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
         if st.finetune is not None and st.finetune.epochs and test is not None:
             f = st.finetune
             train(model, zoo.dataset(str(recipe.data)).train, epochs=f.epochs, lr=f.lr, batch_size=f.batch_size,
-                  weight_decay=f.weight_decay, seed=recipe.seed + i, desc=f"finetune {i}", progress=not quiet)
+                  weight_decay=f.weight_decay, seed=recipe.seed + i, desc=f"finetune {i}", progress=not quiet,
+                  penalty=loss_penalty(recipe))
             stages.append(_stage(f"finetune {i}: {f.epochs} epochs", acc(), model, dense_sum.params))
             _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}")
     if recipe.export.compact:
@@ -150,7 +163,7 @@ def _check_stages(recipe: Recipe) -> None:
     model = build_model(recipe)
     for st in recipe.prune:
         if st.criterion != DATA_FREE:  # merging patterns are checked when it runs (it shrinks layers)
-            resolve_layers(model, st.layers or None, st.sparsity)
+            resolve_layers(model, st.layers or None, st.sparsity or 0.0)
 
 
 def _fmt(acc: float | None) -> str:

@@ -23,6 +23,7 @@ def train(
     desc: str = "train",
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> list[float]:
     """Train ``model`` with Adam and cross-entropy; masks, if any, stay applied.
 
@@ -35,6 +36,7 @@ def train(
         progress: show a progress bar (only on a terminal).
         on_step: called with the global step number after each optimizer step
             (where a pruning schedule hooks in).
+        penalty: ``penalty(model)`` added to each batch's loss (a sparsity regulariser).
 
     Returns:
         The mean training loss of each epoch.
@@ -51,6 +53,8 @@ def train(
         for x, y in loader:
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
+            if penalty is not None:
+                loss = loss + penalty(model)
             loss.backward()
             opt.step()
             step += 1

@@ -173,3 +173,20 @@ def test_data_free_stage():
         recipes.parse("model: lenet-300-100\nprune:\n  - {criterion: magnitude}\n")
     with pytest.raises(recipes.RecipeError, match="amount"):
         recipes.parse("model: lenet-300-100\nprune:\n  - {criterion: data-free, amount: 1.5}\n")
+
+
+def test_schedule_stages_validate():
+    r = recipes.parse("model: mlp\ndata: digits\npenalty: {kind: group_lasso, weight: 1.0e-5}\nprune:\n"
+                      "  - {schedule: gradual, sparsity: 0.9, epochs: 3, every: 20}\n"
+                      "  - {schedule: iterative, rounds: 3, rate: 0.2, rewind: 10, epochs: 1}\n"
+                      "  - {schedule: set, sparsity: 0.9, epochs: 2, distribution: uniform}\n")
+    assert [s.schedule for s in r.prune] == ["gradual", "iterative", "set"]
+    assert r.penalty is not None and r.penalty.kind == "group_lasso"
+    with pytest.raises(recipes.RecipeError, match="needs epochs"):
+        recipes.parse("model: mlp\ndata: digits\nprune:\n  - {schedule: rigl, sparsity: 0.9}\n")
+    with pytest.raises(recipes.RecipeError, match="line 4: prune.0: schedule gradual needs sparsity"):
+        recipes.parse("model: mlp\ndata: digits\nprune:\n  - {schedule: gradual, epochs: 2}\n")
+    with pytest.raises(recipes.RecipeError, match="needs data"):
+        recipes.parse("model: mlp\nprune:\n  - {schedule: gradual, sparsity: 0.5, epochs: 2}\n")
+    with pytest.raises(recipes.RecipeError, match="penalty.kind"):
+        recipes.parse("model: mlp\ndata: digits\npenalty: {kind: l3}\n")

@@ -1,0 +1,59 @@
+"""Recipe stages that prune while training: iterative (IMP), gradual, RigL and SET."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from . import zoo
+from .recipes import Recipe, Stage
+from .regularizers import penalty
+from .schedules import Gradual, Iterative, RigL
+from .training import train
+
+Evaluate = Callable[[], "float | None"]
+
+
+def loss_penalty(recipe: Recipe) -> Callable[[nn.Module], Any] | None:
+    """The recipe's regulariser as ``f(model) -> loss term``, or ``None``."""
+    if recipe.penalty is None:
+        return None
+    return functools.partial(penalty, kind=recipe.penalty.kind, weight=recipe.penalty.weight)
+
+
+def run_schedule(recipe: Recipe, st: Stage, i: int, model: nn.Module, accuracy: Evaluate,
+                 out: Path, init_state: dict[str, Any] | None, quiet: bool) -> list[dict[str, Any]]:
+    """Carry out one scheduled stage on ``model`` in place; the stages it adds to metrics.json."""
+    data = zoo.dataset(str(recipe.data)).train
+    t = recipe.train
+    options = dict(criterion=st.criterion, scope=st.scope, granularity=st.granularity,
+                   layers=st.layers or None, min_density=st.min_density, seed=st.seed)
+
+    def fit(epochs: int, on_step: Callable[[int], Any] | None, seed: int, desc: str) -> None:
+        train(model, data, epochs=epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
+              seed=seed, desc=desc, progress=not quiet, on_step=on_step, penalty=loss_penalty(recipe))
+
+    if st.schedule == "iterative":
+        pruner = Iterative(model, rounds=st.rounds, rate=st.rate, rewind=st.rewind,
+                           out_dir=out / f"stage-{i}-rounds", **options)
+        if st.rewind == "init" and init_state is not None:
+            pruner.state = init_state  # the weights before the dense training: a lottery ticket
+        pruner.run(lambda m, k: (fit(st.epochs, None, recipe.seed + 100 * i + k, f"round {k}"),
+                                 {"accuracy": accuracy()})[1])
+        return [{"name": f"iterative {i}: round {h['round']}", "accuracy": h.get("accuracy"),
+                 "sparsity": h["sparsity"]} for h in pruner.history]
+    steps = st.epochs * math.ceil(len(data) / t.batch_size)
+    end = max(1, int(0.75 * steps))  # prune during the first three quarters, then train at the final sparsity
+    if st.schedule == "gradual":
+        pruner: Any = Gradual(model, st.sparsity, start=0, end=end, every=min(st.every, end), **options)
+    else:
+        pruner = RigL(model, st.sparsity, every=st.every, end=end, alpha=st.alpha,
+                      distribution=st.distribution, regrow="gradient" if st.schedule == "rigl" else "random",
+                      layers=st.layers or None, seed=st.seed)
+    fit(st.epochs, pruner.step, recipe.seed + 100 * i, st.schedule)
+    return []

@@ -1,0 +1,37 @@
+"""Recipes with scheduled stages run end to end (tiny model, tiny data)."""
+
+import json
+
+import pytest
+
+import secateurs as sc
+from secateurs import recipes, runner
+
+RECIPE = """\
+model: mlp
+model_args: {widths: [32]}
+data: digits
+train: {epochs: 1}
+penalty: {kind: l1, weight: 1.0e-6}
+prune:
+  - {schedule: %s}
+"""
+
+
+@pytest.mark.parametrize("stage, rounds", [
+    ("gradual, sparsity: 0.7, epochs: 1, every: 5", 0),
+    ("rigl, sparsity: 0.7, epochs: 1, every: 5", 0),
+    ("set, sparsity: 0.7, epochs: 1, every: 5, distribution: uniform", 0),
+    ("iterative, rounds: 2, rate: 0.5, epochs: 1", 2),
+])
+def test_scheduled_stage_runs(tmp_path, stage, rounds):
+    recipe = recipes.parse(RECIPE % stage)
+    metrics = runner.run(recipe, tmp_path, quiet=True)
+    names = [s["name"] for s in metrics["stages"]]
+    assert names[0] == "dense" and len(names) == 2 + rounds
+    masks = sc.masks(sc.load(tmp_path / "model.safetensors"))
+    pruned = sum(int((~m).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    assert pruned == pytest.approx(0.7 if rounds == 0 else 0.75, abs=0.01)
+    assert json.loads((tmp_path / "metrics.json").read_text())["stages"] == metrics["stages"]
+    if rounds:
+        assert (tmp_path / "stage-1-rounds" / "round-2.safetensors").is_file()
