@@ -14,7 +14,9 @@ from .errors import PruningError
 from .export import load, save
 from .masking import finalize, masks, restore
 from .pruning import PruneResult, prune, score
+from .learned import L0Gates, Movement
 from .regularizers import penalty
+from .runtime import RuntimeGate, average_flops, wrap_convs
 from .schedules import SET, Cubic, Gradual, Iterative, RigL
 from .surgery.compact import compact
 from .surgery.merge import MergeResult, merge_neurons
@@ -22,6 +24,6 @@ from .surgery.merge import MergeResult, merge_neurons
 __version__ = "0.1.0"
 
 __all__ = [
-    "SET", "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria", "finalize", "load", "masks", "merge_neurons", "penalty", "prune",
+    "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET", "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria", "finalize", "load", "masks", "merge_neurons", "penalty", "prune",
     "restore", "save", "score", "sensitivity", "sparsity", "summary",
 ]

@@ -94,8 +94,9 @@ class Stage(_Strict):
     @field_validator("criterion")
     @classmethod
     def _criterion(cls, v: str) -> str:
-        if v not in criteria.names() and v != DATA_FREE:
-            raise ValueError(f"unknown criterion {v!r}; allowed: {', '.join([*criteria.names(), DATA_FREE])}")
+        usable = [n for n in criteria.names() if criteria.get(n).standalone] + [DATA_FREE]
+        if v not in usable:
+            raise ValueError(f"unknown criterion {v!r} for a recipe; allowed: {', '.join(usable)}")
         return v
 
     @model_validator(mode="after")

@@ -70,6 +70,8 @@ class Criterion:
             allocation may score a weight in chunks (a hint that saves memory).
         compare_rows: ``True`` when scores are only comparable within an output row
             (Wanda): under local scope each row then loses the same fraction.
+        standalone: ``False`` when the criterion needs an object built in Python (movement
+            pruning's tracker), so recipes and the CLI cannot use it by name.
     """
 
     name: ClassVar[str] = ""
@@ -78,6 +80,7 @@ class Criterion:
     nonnegative: ClassVar[bool] = False
     elementwise: ClassVar[bool] = False
     compare_rows: ClassVar[bool] = False
+    standalone: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
