@@ -59,9 +59,10 @@ class Finetune(Train):
 class Stage(_Strict):
     """One pruning stage: what :func:`secateurs.prune` is called with, then fine-tuning."""
 
-    schedule: Literal["oneshot", "iterative", "gradual", "rigl", "set"] = Field(
-        "oneshot", description="when to prune: once, in rounds (IMP), gradually while training, or dynamically")
-    epochs: int = Field(0, ge=0, description="gradual, rigl, set: epochs trained while pruning; "
+    schedule: Literal["oneshot", "iterative", "gradual", "rigl", "set", "movement"] = Field(
+        "oneshot", description="when to prune: once, in rounds (IMP), gradually while training (by magnitude "
+                               "or by movement), or dynamically")
+    epochs: int = Field(0, ge=0, description="gradual, movement, rigl, set: epochs trained while pruning; "
                                              "iterative: epochs trained per round")
     every: int = Field(50, ge=1, description="gradual, rigl, set: steps between pruning (or regrowth) steps")
     rounds: int = Field(5, ge=1, description="iterative: pruning rounds")

@@ -1,4 +1,4 @@
-"""Recipe stages that prune while training: iterative (IMP), gradual, RigL and SET."""
+"""Recipe stages that prune while training: iterative (IMP), gradual (by magnitude or movement), RigL and SET."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 from . import zoo
 from .recipes import Recipe, Stage
 from .regularizers import penalty
+from .learned import Movement
 from .schedules import Gradual, Iterative, RigL
 from .training import train
 
@@ -49,11 +50,27 @@ def run_schedule(recipe: Recipe, st: Stage, i: int, model: nn.Module, accuracy: 
                  "sparsity": h["sparsity"]} for h in pruner.history]
     steps = st.epochs * math.ceil(len(data) / t.batch_size)
     end = max(1, int(0.75 * steps))  # prune during the first three quarters, then train at the final sparsity
-    if st.schedule == "gradual":
-        pruner: Any = Gradual(model, st.sparsity, start=0, end=end, every=min(st.every, end), **options)
+    if st.schedule == "movement":  # movement pruning: scores accumulate every step, cubic schedule
+        tracker = Movement(model, layers=st.layers or None)
+        options["criterion"] = tracker.criterion()
+        gradual = Gradual(model, st.sparsity, start=0, end=end, every=min(st.every, end), **options)
+        pruner: Any = _Both(tracker.accumulate, gradual.step)
+    elif st.schedule == "gradual":
+        pruner = Gradual(model, st.sparsity, start=0, end=end, every=min(st.every, end), **options)
     else:
         pruner = RigL(model, st.sparsity, every=st.every, end=end, alpha=st.alpha,
                       distribution=st.distribution, regrow="gradient" if st.schedule == "rigl" else "random",
                       layers=st.layers or None, seed=st.seed)
     fit(st.epochs, pruner.step, recipe.seed + 100 * i, st.schedule)
     return []
+
+
+class _Both:
+    """``step()``: gather movement scores (the step's gradients are still there), then prune."""
+
+    def __init__(self, gather: Callable[[], Any], prune_step: Callable[[], Any]) -> None:
+        self.gather, self.prune_step = gather, prune_step
+
+    def step(self, *_: Any) -> None:
+        self.gather()
+        self.prune_step()

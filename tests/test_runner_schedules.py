@@ -20,6 +20,7 @@ prune:
 
 @pytest.mark.parametrize("stage, rounds", [
     ("gradual, sparsity: 0.7, epochs: 1, every: 5", 0),
+    ("movement, sparsity: 0.7, epochs: 1, every: 5", 0),
     ("rigl, sparsity: 0.7, epochs: 1, every: 5", 0),
     ("set, sparsity: 0.7, epochs: 1, every: 5, distribution: uniform", 0),
     ("iterative, rounds: 2, rate: 0.5, epochs: 1", 2),
