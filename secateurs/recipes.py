@@ -59,10 +59,12 @@ class Finetune(Train):
 class Stage(_Strict):
     """One pruning stage: what :func:`secateurs.prune` is called with, then fine-tuning."""
 
-    schedule: Literal["oneshot", "iterative", "gradual", "rigl", "set", "movement"] = Field(
+    schedule: Literal["oneshot", "iterative", "gradual", "rigl", "set", "movement", "l0"] = Field(
         "oneshot", description="when to prune: once, in rounds (IMP), gradually while training (by magnitude "
-                               "or by movement), or dynamically")
-    epochs: int = Field(0, ge=0, description="gradual, movement, rigl, set: epochs trained while pruning; "
+                               "or by movement), dynamically (rigl, set), or by learned L0 gates on neurons")
+    l0_weight: float = Field(1e-3, ge=0, description="l0: weight of the expected number of open gates in the loss")
+    l0_lr: float = Field(0.1, gt=0, description="l0: learning rate of the gates")
+    epochs: int = Field(0, ge=0, description="gradual, movement, rigl, set, l0: epochs trained while pruning; "
                                              "iterative: epochs trained per round")
     every: int = Field(50, ge=1, description="gradual, rigl, set: steps between pruning (or regrowth) steps")
     rounds: int = Field(5, ge=1, description="iterative: pruning rounds")
@@ -107,7 +109,7 @@ class Stage(_Strict):
                 raise ValueError("criterion data-free runs once: use schedule oneshot")
             if self.epochs < 1:
                 raise ValueError(f"schedule {self.schedule} needs epochs >= 1 (training while pruning)")
-            if self.schedule != "iterative" and self.sparsity is None:
+            if self.schedule not in ("iterative", "l0") and self.sparsity is None:
                 raise ValueError(f"schedule {self.schedule} needs sparsity")
             return self
         if self.criterion == DATA_FREE:

@@ -1,4 +1,4 @@
-"""Recipe stages that prune while training: iterative (IMP), gradual (by magnitude or movement), RigL and SET."""
+"""Recipe stages that prune while training: iterative (IMP), gradual (by magnitude or movement), RigL, SET, L0."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 from . import zoo
 from .recipes import Recipe, Stage
 from .regularizers import penalty
-from .learned import Movement
+from .learned import L0Gates, Movement
 from .schedules import Gradual, Iterative, RigL
 from .training import train
 
@@ -35,9 +35,20 @@ def run_schedule(recipe: Recipe, st: Stage, i: int, model: nn.Module, accuracy: 
     options = dict(criterion=st.criterion, scope=st.scope, granularity=st.granularity,
                    layers=st.layers or None, min_density=st.min_density, seed=st.seed)
 
-    def fit(epochs: int, on_step: Callable[[int], Any] | None, seed: int, desc: str) -> None:
+    def fit(epochs: int, on_step: Callable[[int], Any] | None, seed: int, desc: str,
+            extra: Callable[[nn.Module], Any] | None = None, params: Any = (), extra_lr: float | None = None) -> None:
+        base = loss_penalty(recipe)
+        both = extra if base is None else (lambda m: base(m) + extra(m)) if extra is not None else base
         train(model, data, epochs=epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
-              seed=seed, desc=desc, progress=not quiet, on_step=on_step, penalty=loss_penalty(recipe))
+              seed=seed, desc=desc, progress=not quiet, on_step=on_step, penalty=both, extra_params=params,
+              extra_lr=extra_lr)
+
+    if st.schedule == "l0":  # hard-concrete gates on neurons/filters, trained with an L0 penalty
+        gates = L0Gates(model, layers=st.layers or None)
+        fit(st.epochs, None, recipe.seed + 100 * i, "l0", lambda _m: st.l0_weight * gates.penalty(),
+            list(gates.parameters()), st.l0_lr)
+        gates.finalize()
+        return []
 
     if st.schedule == "iterative":
         pruner = Iterative(model, rounds=st.rounds, rate=st.rate, rewind=st.rewind,

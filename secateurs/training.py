@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,8 @@ def train(
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    extra_params: Iterable[nn.Parameter] = (),
+    extra_lr: float | None = None,
 ) -> list[float]:
     """Train ``model`` with Adam and cross-entropy; masks, if any, stay applied.
 
@@ -37,13 +39,19 @@ def train(
         on_step: called with the global step number after each optimizer step
             (where a pruning schedule hooks in).
         penalty: ``penalty(model)`` added to each batch's loss (a sparsity regulariser).
+        extra_params: more parameters for the optimizer (e.g. L0 gates living outside the model).
+        extra_lr: their learning rate (default ``lr``).
 
     Returns:
         The mean training loss of each epoch.
     """
     loader = DataLoader(data, batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    groups: list[dict] = [{"params": list(model.parameters())}]
+    extra = list(extra_params)
+    if extra:
+        groups.append({"params": extra, "lr": lr if extra_lr is None else extra_lr, "weight_decay": 0.0})
+    opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     model.train()
     losses, step = [], 0
     bar = tqdm(total=epochs * len(loader), desc=desc, disable=None if progress else True,

@@ -36,3 +36,14 @@ def test_scheduled_stage_runs(tmp_path, stage, rounds):
     assert json.loads((tmp_path / "metrics.json").read_text())["stages"] == metrics["stages"]
     if rounds:
         assert (tmp_path / "stage-1-rounds" / "round-2.safetensors").is_file()
+
+
+def test_l0_stage_closes_gates_and_masks_rows(tmp_path):
+    recipe = recipes.parse(RECIPE % "l0, epochs: 2, l0_weight: 0.05")
+    metrics = runner.run(recipe, tmp_path, quiet=True)
+    assert metrics["stages"][-1]["name"] == "l0 1"
+    masks = sc.masks(sc.load(tmp_path / "model.safetensors"))
+    rows = masks["fc1.weight"]
+    closed = ~rows.any(dim=1)
+    assert int(closed.sum()) > 0  # some neurons were switched off by their gates
+    assert bool((rows[~closed]).all())  # the rest are whole rows
