@@ -59,12 +59,13 @@ class Finetune(Train):
 class Stage(_Strict):
     """One pruning stage: what :func:`secateurs.prune` is called with, then fine-tuning."""
 
-    schedule: Literal["oneshot", "iterative", "gradual", "rigl", "set", "movement", "l0"] = Field(
+    schedule: Literal["oneshot", "iterative", "gradual", "rigl", "set", "movement", "l0", "runtime"] = Field(
         "oneshot", description="when to prune: once, in rounds (IMP), gradually while training (by magnitude "
-                               "or by movement), dynamically (rigl, set), or by learned L0 gates on neurons")
+                               "or by movement), dynamically (rigl, set), by learned L0 gates on neurons, or per input (runtime)")
+    keep: float = Field(0.5, gt=0, le=1, description="runtime: fraction of each conv's channels computed per input")
     l0_weight: float = Field(1e-3, ge=0, description="l0: weight of the expected number of open gates in the loss")
     l0_lr: float = Field(0.1, gt=0, description="l0: learning rate of the gates")
-    epochs: int = Field(0, ge=0, description="gradual, movement, rigl, set, l0: epochs trained while pruning; "
+    epochs: int = Field(0, ge=0, description="gradual, movement, rigl, set, l0, runtime: epochs trained; "
                                              "iterative: epochs trained per round")
     every: int = Field(50, ge=1, description="gradual, rigl, set: steps between pruning (or regrowth) steps")
     rounds: int = Field(5, ge=1, description="iterative: pruning rounds")
@@ -109,7 +110,7 @@ class Stage(_Strict):
                 raise ValueError("criterion data-free runs once: use schedule oneshot")
             if self.epochs < 1:
                 raise ValueError(f"schedule {self.schedule} needs epochs >= 1 (training while pruning)")
-            if self.schedule not in ("iterative", "l0") and self.sparsity is None:
+            if self.schedule not in ("iterative", "l0", "runtime") and self.sparsity is None:
                 raise ValueError(f"schedule {self.schedule} needs sparsity")
             return self
         if self.criterion == DATA_FREE:
@@ -162,6 +163,8 @@ class Recipe(_Strict):
                                           for s in self.prune)
         if self.data is None and trains:
             raise ValueError("training or fine-tuning needs data: set data to a zoo dataset")
+        if self.export.compact and any(s.schedule == "runtime" for s in self.prune):
+            raise ValueError("export.compact cannot follow a runtime stage: its gates are decided per input")
         if self.export.compact and not any(granularity.parse(s.granularity).structured
                                            and not isinstance(granularity.parse(s.granularity), granularity.Block)
                                            for s in self.prune):

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.utils.data import DataLoader
 
 from . import zoo
 from .recipes import Recipe, Stage
 from .regularizers import penalty
+from .export import SURGERY_ATTR
 from .learned import L0Gates, Movement
+from .runtime import average_flops, wrap_convs
 from .schedules import Gradual, Iterative, RigL
 from .training import train
 
@@ -43,6 +46,17 @@ def run_schedule(recipe: Recipe, st: Stage, i: int, model: nn.Module, accuracy: 
               seed=seed, desc=desc, progress=not quiet, on_step=on_step, penalty=both, extra_params=params,
               extra_lr=extra_lr)
 
+    if st.schedule == "runtime":  # per-input channel gating: wrap the convs, train, measure what they spend
+        patterns = [k for k, v in st.layers.items() if v is not None] or None
+        names = wrap_convs(model, st.keep, layers=patterns)
+        fit(st.epochs, None, recipe.seed + 100 * i, "runtime")
+        hidden = model.get_submodule(names[0]).saliency[2].out_features
+        step = {n: {"runtime": {"keep": st.keep, "hidden": hidden}} for n in names}
+        setattr(model, SURGERY_ATTR, [*getattr(model, SURGERY_ATTR, []), step])
+        test = zoo.dataset(str(recipe.data)).test
+        flops = average_flops(model, DataLoader(test, batch_size=256))
+        return [{"name": f"runtime {i}: {len(names)} gated convs, keep {st.keep:g}", "accuracy": accuracy(),
+                 "sparsity": 0.0, "flops_per_input": flops.spent, "flops_per_input_dense": flops.dense}]
     if st.schedule == "l0":  # hard-concrete gates on neurons/filters, trained with an L0 penalty
         gates = L0Gates(model, layers=st.layers or None)
         fit(st.epochs, None, recipe.seed + 100 * i, "l0", lambda _m: st.l0_weight * gates.penalty(),

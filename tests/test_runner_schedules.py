@@ -47,3 +47,18 @@ def test_l0_stage_closes_gates_and_masks_rows(tmp_path):
     closed = ~rows.any(dim=1)
     assert int(closed.sum()) > 0  # some neurons were switched off by their gates
     assert bool((rows[~closed]).all())  # the rest are whole rows
+
+
+def test_runtime_stage_gates_convs_reports_flops_and_reloads(tmp_path):
+    recipe = recipes.parse("model: lenet-5\ndata: mnist\ntrain: {epochs: 1}\n"
+                           "prune:\n  - {schedule: runtime, keep: 0.5, epochs: 1}\n")
+    metrics = runner.run(recipe, tmp_path, quiet=True)
+    stage = metrics["stages"][1]
+    assert stage["name"].startswith("runtime 1: 2 gated convs")
+    assert 0 < stage["flops_per_input"] < stage["flops_per_input_dense"]
+    assert stage["accuracy"] > 0.5
+    again = sc.load(tmp_path / "model.safetensors")  # the wrapping is replayed on a fresh lenet-5
+    assert isinstance(again.conv1, sc.RuntimeGate) and again.conv1.keep == 0.5
+    with pytest.raises(recipes.RecipeError, match="runtime"):
+        recipes.parse("model: lenet-5\ndata: mnist\nexport: {compact: true}\n"
+                      "prune:\n  - {schedule: runtime, epochs: 1}\n  - {sparsity: 0.5, granularity: channel}\n")

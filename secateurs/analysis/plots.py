@@ -21,7 +21,7 @@ def weight_histograms(
 
     Args:
         before: ``{layer: weight}`` of the dense model.
-        after: ``{layer: weight}`` of the pruned model (same keys).
+        after: ``{layer: weight}`` of the pruned model; layers missing from it are not drawn.
         path: the PNG to write (atomically).
     """
     import matplotlib
@@ -29,7 +29,10 @@ def weight_histograms(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(before)
+    names = [n for n in before if n in after]  # a layer renamed by surgery (a gated conv) is left out
+    if not names:
+        names = list(before)
+        after = before
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)

@@ -144,15 +144,19 @@ def shrink(module: nn.Module, change: dict[str, Any]) -> None:
 
 
 def apply(model: nn.Module, step: dict[str, dict[str, Any]]) -> None:
-    """Apply one plan to ``model`` in place: replace attention modules, shrink the rest."""
+    """Apply one plan to ``model`` in place: replace attention modules, wrap gated convs, shrink the rest."""
+    from ..runtime import wrap_convs  # runtime imports the analysis code that imports this module
+
     for name, change in step.items():
+        if "runtime" in change:  # input-dependent channel gating (schedule: runtime)
+            wrap_convs(model, change["runtime"]["keep"], layers=[name], hidden=change["runtime"]["hidden"])
         if "heads" in change:
             parent, _, child = name.rpartition(".")
             old = model.get_submodule(name)
             setattr(model.get_submodule(parent) if parent else model, child,
                     PrunedMultiheadAttention.from_mha(old, change["heads"]).train(old.training))
     for name, change in step.items():
-        if "heads" not in change:
+        if "heads" not in change and "runtime" not in change:
             shrink(model.get_submodule(name), change)
 
 
