@@ -39,12 +39,13 @@ def run_schedule(recipe: Recipe, st: Stage, i: int, model: nn.Module, accuracy: 
                    layers=st.layers or None, min_density=st.min_density, seed=st.seed)
 
     def fit(epochs: int, on_step: Callable[[int], Any] | None, seed: int, desc: str,
-            extra: Callable[[nn.Module], Any] | None = None, params: Any = (), extra_lr: float | None = None) -> None:
+            extra: Callable[[nn.Module], Any] | None = None, params: Any = (), extra_lr: float | None = None,
+            on_optimizer: Callable[[Any], None] | None = None) -> None:
         base = loss_penalty(recipe)
         both = extra if base is None else (lambda m: base(m) + extra(m)) if extra is not None else base
         train(model, data, epochs=epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
               seed=seed, desc=desc, progress=not quiet, on_step=on_step, penalty=both, extra_params=params,
-              extra_lr=extra_lr)
+              extra_lr=extra_lr, on_optimizer=on_optimizer)
 
     if st.schedule == "runtime":  # per-input channel gating: wrap the convs, train, measure what they spend
         patterns = [k for k, v in st.layers.items() if v is not None] or None
@@ -86,7 +87,9 @@ def run_schedule(recipe: Recipe, st: Stage, i: int, model: nn.Module, accuracy: 
         pruner = RigL(model, st.sparsity, every=st.every, end=end, alpha=st.alpha,
                       distribution=st.distribution, regrow="gradient" if st.schedule == "rigl" else "random",
                       layers=st.layers or None, seed=st.seed)
-    fit(st.epochs, pruner.step, recipe.seed + 100 * i, st.schedule)
+    # RigL/SET zero the optimizer state of regrown weights once they know the optimizer
+    hand_over = (lambda opt: setattr(pruner, "optimizer", opt)) if isinstance(pruner, RigL) else None
+    fit(st.epochs, pruner.step, recipe.seed + 100 * i, st.schedule, on_optimizer=hand_over)
     return []
 
 

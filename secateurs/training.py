@@ -26,6 +26,7 @@ def train(
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     extra_params: Iterable[nn.Parameter] = (),
     extra_lr: float | None = None,
+    on_optimizer: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> list[float]:
     """Train ``model`` with Adam and cross-entropy; masks, if any, stay applied.
 
@@ -41,6 +42,7 @@ def train(
         penalty: ``penalty(model)`` added to each batch's loss (a sparsity regulariser).
         extra_params: more parameters for the optimizer (e.g. L0 gates living outside the model).
         extra_lr: their learning rate (default ``lr``).
+        on_optimizer: called once with the optimizer (e.g. so RigL can reset the state of regrown weights).
 
     Returns:
         The mean training loss of each epoch.
@@ -52,6 +54,8 @@ def train(
     if extra:
         groups.append({"params": extra, "lr": lr if extra_lr is None else extra_lr, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    if on_optimizer is not None:
+        on_optimizer(opt)
     model.train()
     losses, step = [], 0
     bar = tqdm(total=epochs * len(loader), desc=desc, disable=None if progress else True,

@@ -62,3 +62,17 @@ def test_runtime_stage_gates_convs_reports_flops_and_reloads(tmp_path):
     with pytest.raises(recipes.RecipeError, match="runtime"):
         recipes.parse("model: lenet-5\ndata: mnist\nexport: {compact: true}\n"
                       "prune:\n  - {schedule: runtime, epochs: 1}\n  - {sparsity: 0.5, granularity: channel}\n")
+
+
+def test_train_hands_its_optimizer_over():
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from secateurs.training import train
+
+    seen = []
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    data = TensorDataset(torch.randn(16, 4), torch.randint(0, 3, (16,)))
+    train(net, data, epochs=1, progress=False, on_optimizer=seen.append)
+    assert len(seen) == 1 and isinstance(seen[0], torch.optim.Adam)
+    assert seen[0].state  # the very optimizer that trained the model
