@@ -2,8 +2,10 @@
 
 Layout of a file written by :func:`save`:
 
-- ``<layer>.weight``: the weight as the layer computes it (pruned entries are 0);
-- ``<layer>.weight.mask``: its bool mask, for every masked weight;
+- a masked weight as its kept values plus a bitmask or CSR indices
+  (``<layer>.weight.values`` / ``.bits`` or ``.crow`` + ``.col``, see :mod:`.sparse_format`);
+  format 1 files (the weight as the layer computes it, ``<layer>.weight``, and its bool
+  mask, ``<layer>.weight.mask``) still load;
 - every other parameter and buffer under its ``state_dict`` name;
 - metadata ``{"format": "secateurs", "format_version": "1", "architecture": ..., "surgery": ...}``,
   the architecture being the zoo name and arguments when the model came from the zoo, and
@@ -26,11 +28,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from . import masking
+from . import masking, sparse_format
 from .errors import PruningError
 
 FORMAT = "secateurs"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: masked weights stored sparse (sparse_format); 1 (dense + mask) still loads
 MASK_SUFFIX = ".mask"
 ARCH_ATTR = "secateurs_arch"
 SURGERY_ATTR = "secateurs_surgery"
@@ -72,16 +74,27 @@ def atomic_write(path: str | os.PathLike[str], write: Any) -> None:
         raise
 
 
-def save(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
+def save(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None,
+         compress: bool = True) -> None:
     """Write ``model`` (weights and masks) to a safetensors file, atomically.
 
     Args:
         model: a model, pruned or not.
         path: the file to write.
         metadata: extra string key/values for the header.
+        compress: store each masked weight as its kept values plus a bitmask or CSR
+            indices, whichever is smaller (``False``: dense weight plus bool mask, format 1).
     """
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in plain_state(model).items()}
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **(metadata or {})}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION if compress else "1", **(metadata or {})}
+    if compress:
+        sparse = {}
+        for key in [k for k in tensors if k.endswith(MASK_SUFFIX)]:
+            name = key[: -len(MASK_SUFFIX)]
+            parts, sparse[name] = sparse_format.encode(name, tensors.pop(name), tensors.pop(key))
+            tensors.update(parts)
+        if sparse:
+            header["sparse"] = json.dumps(sparse, separators=(",", ":"))
     arch = getattr(model, ARCH_ATTR, None)
     if arch is not None:
         header["architecture"] = json.dumps(arch)
@@ -107,6 +120,11 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str
         raise PruningError(f"{str(path)!r} is not a safetensors file: {exc}") from None
     if header.get("format") != FORMAT:
         raise PruningError(f"{str(path)!r} is not a secateurs save (its header has no format=secateurs)")
+    try:
+        for name, meta in json.loads(header.get("sparse", "{}")).items():  # format 2: back to dense + mask
+            tensors[name], tensors[name + MASK_SUFFIX] = sparse_format.decode(name, tensors, meta)
+    except (KeyError, ValueError, RuntimeError, IndexError) as exc:
+        raise PruningError(f"{str(path)!r}: its sparse tensors are damaged ({type(exc).__name__}: {exc})") from None
     return tensors, header
 
 

@@ -102,7 +102,7 @@ def test_file_is_safetensors_with_secateurs_metadata(tmp_path: Path) -> None:
     src = zoo.model("mlp", in_features=6, widths=[5])
     sc.prune(src, sparsity=0.5)
     path = tmp_path / "m.safetensors"
-    sc.save(src, path, metadata={"note": "hello"})
+    sc.save(src, path, metadata={"note": "hello"}, compress=False)  # format 1: dense weight + bool mask
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         keys = set(f.keys())
@@ -209,3 +209,42 @@ def test_save_creates_parent_folders(tmp_path: Path) -> None:
     sc.save(_net(), path)
     assert path.is_file()
     assert sorted(os.listdir(path.parent)) == ["m.safetensors"]
+
+
+def test_format_2_stores_kept_values_and_loads_bit_identical(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+
+    def build():
+        return nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 256))
+
+    dense = build()
+    sc.save(dense, tmp_path / "dense.safetensors")
+    pruned = build()
+    pruned.load_state_dict(dense.state_dict())
+    sc.prune(pruned, 0.9)
+    sc.save(pruned, tmp_path / "p90.safetensors")
+    size = (tmp_path / "p90.safetensors").stat().st_size / (tmp_path / "dense.safetensors").stat().st_size
+    assert size <= 0.2
+    with safe_open(str(tmp_path / "p90.safetensors"), framework="pt") as f:
+        assert f.metadata()["format_version"] == "2"
+        assert {"0.weight.values", "0.weight.bits"} <= set(f.keys())
+    loaded = sc.load(tmp_path / "p90.safetensors", build())
+    for name, mask in sc.masks(pruned).items():
+        assert torch.equal(sc.masks(loaded)[name], mask)
+        module = name.rsplit(".", 1)[0]
+        assert torch.equal(loaded.get_submodule(module).weight, pruned.get_submodule(module).weight)
+    sc.prune(pruned, 0.999)  # very sparse: CSR indices are smaller than a bitmask
+    sc.save(pruned, tmp_path / "p999.safetensors")
+    with safe_open(str(tmp_path / "p999.safetensors"), framework="pt") as f:
+        assert {"0.weight.crow", "0.weight.col"} <= set(f.keys())
+    again = sc.load(tmp_path / "p999.safetensors", build())
+    assert torch.equal(again[2].weight, pruned[2].weight)
+
+
+def test_format_1_files_keep_loading(tmp_path: Path) -> None:
+    src = zoo.model("mlp", in_features=6, widths=[5])
+    sc.prune(src, sparsity=0.5)
+    sc.save(src, tmp_path / "v1.safetensors", compress=False)
+    loaded = sc.load(tmp_path / "v1.safetensors")
+    x = torch.randn(3, 6)
+    assert torch.equal(loaded(x), src(x))
