@@ -75,7 +75,8 @@ def param_name(module_name: str, tensor_name: str = "weight") -> str:
     return f"{module_name}.{tensor_name}" if module_name else tensor_name
 
 
-def _mask_module(module: nn.Module, tensor_name: str) -> Mask | None:
+def mask_module(module: nn.Module, tensor_name: str = "weight") -> Mask | None:
+    """The :class:`Mask` parametrization on ``module.<tensor_name>``, or ``None``."""
     if not parametrize.is_parametrized(module, tensor_name):
         return None
     for p in module.parametrizations[tensor_name]:
@@ -84,14 +85,9 @@ def _mask_module(module: nn.Module, tensor_name: str) -> Mask | None:
     return None
 
 
-def mask_module(module: nn.Module, tensor_name: str = "weight") -> Mask | None:
-    """The :class:`Mask` parametrization on ``module.<tensor_name>``, or ``None``."""
-    return _mask_module(module, tensor_name)
-
-
 def get_mask(module: nn.Module, tensor_name: str = "weight") -> Tensor | None:
     """The bool mask on ``module.<tensor_name>``, or ``None`` when it has none."""
-    found = _mask_module(module, tensor_name)
+    found = mask_module(module, tensor_name)
     return None if found is None else found.mask
 
 
@@ -119,7 +115,7 @@ def set_mask(module: nn.Module, mask: Tensor, tensor_name: str = "weight", copy:
         raise PruningError(
             f"mask for {tensor_name!r} has shape {tuple(mask.shape)}, expected {tuple(target.shape)}"
         )
-    existing = _mask_module(module, tensor_name)
+    existing = mask_module(module, tensor_name)
     if existing is not None:
         existing.mask.copy_(mask)
         return
@@ -161,13 +157,13 @@ def _remove(module: nn.Module, tensor_name: str, bake: bool) -> None:
 
 def bake(module: nn.Module, tensor_name: str = "weight") -> None:
     """Write ``original ⊙ mask`` into a plain parameter and drop the mask (no-op if unmasked)."""
-    if _mask_module(module, tensor_name) is not None:
+    if mask_module(module, tensor_name) is not None:
         _remove(module, tensor_name, bake=True)
 
 
 def unmask(module: nn.Module, tensor_name: str = "weight") -> None:
     """Drop the mask and keep the stored original values (no-op if unmasked)."""
-    if _mask_module(module, tensor_name) is not None:
+    if mask_module(module, tensor_name) is not None:
         _remove(module, tensor_name, bake=False)
 
 

@@ -59,11 +59,9 @@ def _dense_key(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _trained(recipe: Recipe, out: Path, quiet: bool) -> nn.Module:
-    """The trained dense model; reused from ``out/dense.safetensors`` when the same
+def _trained(recipe: Recipe, model: nn.Module, out: Path, quiet: bool) -> nn.Module:
+    """``model`` trained; reused from ``out/dense.safetensors`` when the same
     model, data, seed and training settings produced it (an interrupted run resumes)."""
-    torch.manual_seed(recipe.seed)
-    model = build_model(recipe)
     path, key = out / "dense.safetensors", _dense_key(recipe)
     if recipe.train.epochs == 0:
         return model
@@ -90,10 +88,11 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    _check_stages(recipe)
     torch.manual_seed(recipe.seed)
-    init_state = snapshot(build_model(recipe))  # the weights before training, for lottery-ticket rewinding
-    model = _trained(recipe, out, quiet)
+    model = build_model(recipe)
+    _check_stages(recipe, model)
+    init_state = snapshot(model)  # the weights before training, for lottery-ticket rewinding
+    model = _trained(recipe, model, out, quiet)
     test = zoo.dataset(recipe.data).test if recipe.data else None
     example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
     acc = (lambda: evaluate(model, test)) if test is not None else (lambda: None)
@@ -158,9 +157,8 @@ def _calibration(recipe: Recipe, stage: Stage, i: int) -> list[Any] | None:
     return [b for _, b in zip(range(stage.calibration_batches), loader)]
 
 
-def _check_stages(recipe: Recipe) -> None:
+def _check_stages(recipe: Recipe, model: nn.Module) -> None:
     """Catch what the schema cannot see (layer patterns, no prunable layers) before any work."""
-    model = build_model(recipe)
     for st in recipe.prune:
         if st.criterion != DATA_FREE:  # merging patterns are checked when it runs (it shrinks layers)
             resolve_layers(model, st.layers or None, st.sparsity or 0.0)
