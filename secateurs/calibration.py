@@ -21,12 +21,18 @@ from torch import Tensor, nn
 
 from . import masking
 from .errors import PruningError
+from .progress import track
 
 Batch = tuple[tuple[Any, ...], dict[str, Any], Any]
 
 
-def batches(data: Iterable[Any]) -> Iterator[Batch]:
+def batches(data: Iterable[Any], desc: str | None = "score") -> Iterator[Batch]:
     """Normalise ``data`` to ``(args, kwargs, targets)`` triples.
+
+    Args:
+        data: the batches, in any of the forms above.
+        desc: label of the progress shown while they are read, or ``None`` for none
+            (a caller that only peeks at the first batch).
 
     Raises:
         PruningError: data that is not iterable, a batch of another form, or no batch at all.
@@ -36,7 +42,7 @@ def batches(data: Iterable[Any]) -> Iterator[Batch]:
             f"data= must be an iterable of batches (a list or a DataLoader), got {type(data).__name__}"
         )
     seen = False
-    for b in data:
+    for b in data if desc is None else track(data, desc, unit="batch"):
         seen = True
         if isinstance(b, Tensor):
             yield (b,), {}, None

@@ -251,7 +251,7 @@ def average_flops(model: nn.Module, data: Iterable[Any]) -> RuntimeFlops:
     for g in gates.values():
         g.reset_flops()
     with torch.no_grad(), calibration.evaluating(model):
-        for batch in calibration.batches(data):
+        for batch in calibration.batches(data, desc="flops per input"):
             calibration.forward(model, batch)
     layers = {n: (g.flops_spent, g.flops_dense) for n, g in gates.items() if g.inputs_seen}  # skip unused gates
     if not layers:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from . import allocation, export, masking
 from .errors import PruningError, check_sparsity
+from .progress import track
 from .pruning import PruneResult, prune, resolve_layers
 
 
@@ -184,7 +185,7 @@ class Iterative:
 
     def run(self, train_round: Callable[[nn.Module, int], Mapping[str, Any] | None]) -> nn.Module:
         """``train_round(model, k)`` before each pruning round and once at the end; resumes if saved."""
-        for k in range(self.round, self.rounds):
+        for k in track(range(self.round, self.rounds), "iterative", unit="round"):
             self.next_round(train_round(self.model, k))
         final = train_round(self.model, self.rounds)
         if self.history and final:

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
+
+from .progress import Progress
 
 
 def train(
@@ -36,7 +37,7 @@ def train(
         epochs, lr, batch_size, weight_decay: the usual.
         seed: seeds the shuffling, so runs repeat exactly.
         desc: label of the progress bar.
-        progress: show a progress bar (only on a terminal).
+        progress: show progress (a bar on a terminal; see :mod:`secateurs.progress`).
         on_step: called with the global step number after each optimizer step
             (where a pruning schedule hooks in).
         penalty: ``penalty(model)`` added to each batch's loss (a sparsity regulariser).
@@ -58,8 +59,7 @@ def train(
         on_optimizer(opt)
     model.train()
     losses, step = [], 0
-    bar = tqdm(total=epochs * len(loader), desc=desc, disable=None if progress else True,
-               leave=False, unit="step")
+    bar = Progress(epochs * len(loader), desc, unit="step", enabled=progress)
     for _ in range(epochs):
         total, n = 0.0, 0
         for x, y in loader:

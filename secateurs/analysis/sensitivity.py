@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
 from .. import criteria, granularity as gran, masking
 from ..errors import PruningError, check_sparsity
 from ..export import atomic_write
+from ..progress import Progress
 
 if TYPE_CHECKING:
     from ..pruning import Target
@@ -195,8 +195,7 @@ def sensitivity(
                    loss_fn=loss_fn, example_inputs=example_inputs, seed=seed)
     modes = [(m, m.training) for m in model.modules()]
     before = {k: v.clone() for k, v in masking.masks(model).items()}  # every probe is undone to this
-    bar = tqdm(total=len(targets) * len(grid), desc="sensitivity", unit="eval",
-               leave=False, disable=None if progress else True)
+    bar = Progress(len(targets) * len(grid), "sensitivity", unit="eval", enabled=progress)
     try:
         baseline = _measure(evaluate, model, "the baseline")
         table: dict[str, list[float]] = {}

@@ -108,7 +108,7 @@ def _input_shape(ctx: Context) -> tuple[int, ...]:
         first: Any = ctx.example_inputs[0] if isinstance(ctx.example_inputs, (tuple, list)) else ctx.example_inputs
         return (1, *first.shape[1:])
     if ctx.data is not None:
-        args, _, _ = next(calibration.batches(ctx.data))
+        args, _, _ = next(calibration.batches(ctx.data, desc=None))
         if args and isinstance(args[0], Tensor):
             return (1, *args[0].shape[1:])
     raise PruningError("criterion 'synflow' needs example_inputs= (or data=) to know the input shape")

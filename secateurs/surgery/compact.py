@@ -26,6 +26,7 @@ from .. import masking
 from ..analysis.flops import as_inputs
 from ..calibration import evaluating
 from ..export import SURGERY_ATTR
+from ..progress import track
 from .attention import PrunedMultiheadAttention, row_tensors
 from .graph import NORMS, ChannelGraph, analyse
 TOLERANCE = 1e-4
@@ -155,7 +156,8 @@ def apply(model: nn.Module, step: dict[str, dict[str, Any]]) -> None:
             old = model.get_submodule(name)
             setattr(model.get_submodule(parent) if parent else model, child,
                     PrunedMultiheadAttention.from_mha(old, change["heads"]).train(old.training))
-    for name, change in step.items():
+    # A bar only for big models: a few dozen modules shrink in milliseconds.
+    for name, change in track(step.items(), "compact", unit="module", enabled=len(step) >= 64):
         if "heads" not in change and "runtime" not in change:
             shrink(model.get_submodule(name), change)
 

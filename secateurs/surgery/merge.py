@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from .. import masking
 from ..analysis.flops import as_inputs
 from ..errors import PruningError
+from ..progress import track
 from .compact import SURGERY_ATTR, apply
 from .graph import ChannelGraph, analyse
 
@@ -244,7 +245,7 @@ def merge_neurons(
     chosen = _choose(found, layers, amount)
     step: dict[str, dict[str, Any]] = {}
     records = []
-    for name, reader in chosen:  # in graph order; each pair sees the layers already merged before it
+    for name, reader in track(chosen, "merge", unit="layer"):  # in graph order; each pair sees the layers already merged before it
         rec = _merge_pair(new, g, name, reader, chosen[(name, reader)], scaled)
         records.append(rec)
         removed = {j for _, j, _, _ in rec.merges}
