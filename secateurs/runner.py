@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from . import export, masking, zoo
 from .analysis import plots, report
+from .analysis.latency import latency_ms
 from .analysis.summary import summary
 from .errors import PruningError
 from .pruning import prune, resolve_layers
@@ -81,7 +82,8 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
 
     Writes ``model.safetensors`` (the pruned model, masks included),
     ``dense.safetensors`` (the trained dense model, when the recipe trains),
-    ``metrics.json``, and with ``report: true`` also ``report.md`` and ``weights.png``.
+    ``metrics.json``, and with ``report: true`` also ``report.md``, ``report.html`` (self-contained)
+    and their plots (``weights.png``, ``sparsity.png``, ``accuracy.png``).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -92,11 +94,13 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     model = build_model(recipe)
     _check_stages(recipe, model)
     init_state = snapshot(model)  # the weights before training, for lottery-ticket rewinding
+    init_w = _weights(model) if recipe.report and recipe.train.epochs else None  # for the report's plots
     model = _trained(recipe, model, out, quiet)
     test = zoo.dataset(recipe.data).test if recipe.data else None
     example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
     acc = (lambda: evaluate(model, test)) if test is not None else (lambda: None)
     dense_acc, dense_sum, before = acc(), summary(model, example), _weights(model)
+    dense_ms = latency_ms(model, example)
     stages = [_stage("dense", dense_acc, model, dense_sum.params)]
     _say(quiet, f"dense: accuracy {_fmt(dense_acc)}, {dense_sum.total_params:,} parameters")
     for i, st in enumerate(recipe.prune, start=1):
@@ -136,16 +140,24 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     final = summary(model, example)
     metrics = _metrics(recipe, dense_acc, dense_sum, stages, final, time.perf_counter() - start)
     export.save(model, out / "model.safetensors")
-    plot = None
+    _measure_files(metrics, out, dense_ms, latency_ms(model, example))
     if recipe.report:
-        plots.weight_histograms(before, _weights(model), out / "weights.png")
-        plot = "weights.png"
+        snaps = {"init": init_w, "trained" if init_w else "dense": before, "pruned": _weights(model)}
+        metrics["plots"] = plots.run_plots(out, metrics, {k: v for k, v in snaps.items() if v is not None})
     metrics["seconds"] = time.perf_counter() - start
-    if recipe.report:
-        report.write_markdown(out / "report.md", metrics, final, plot)
     text = json.dumps(metrics, indent=2)
     export.atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    if recipe.report:  # rendered from the metrics just written, so the numbers agree with metrics.json
+        report.write_reports(out, metrics)
     return metrics
+
+
+def _measure_files(metrics: dict[str, Any], out: Path, dense_ms: float | None, final_ms: float | None) -> None:
+    """Add the saved files' sizes and the measured latencies to ``metrics`` (``None`` where not measured)."""
+    dense_file = out / "dense.safetensors"
+    metrics["dense"]["file_bytes"] = dense_file.stat().st_size if dense_file.is_file() else None
+    metrics["final"]["file_bytes"] = (out / "model.safetensors").stat().st_size
+    metrics["dense"]["latency_ms"], metrics["final"]["latency_ms"] = dense_ms, final_ms
 
 
 def _calibration(recipe: Recipe, stage: Stage, i: int) -> list[Any] | None:
