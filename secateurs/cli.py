@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import criteria, recipes
+from . import criteria, progress, recipes
 from .errors import PruningError
 
 DEFAULT_OUT = "secateurs-out"
@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="physically remove the pruned channels (with --granularity neuron/channel/filter)")
     pr.add_argument("-o", "--out", required=True, help="output directory")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    cmp = sub.add_parser("compare", help="run several recipes (methods) on the same model and data, "
+                                         "plot their accuracy-sparsity frontiers")
+    cmp.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe files; each file's name names its method")
+    cmp.add_argument("-o", "--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    cmp.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     sm = sub.add_parser("summary", help="per-layer table of a saved model")
     sm.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
@@ -120,6 +126,8 @@ def _dispatch(a: argparse.Namespace) -> int:
 
         print(summary(model, zoo.example_inputs(model)))
         return 0
+    if a.command == "compare":
+        return _compare(a)
     recipe = {"demo": lambda: recipes.parse(recipes.DEMO, "demo recipe"),
               "run": lambda: recipes.load(a.recipe), "prune": lambda: _prune_recipe(a)}[a.command]()
     metrics = runner.run(recipe, a.out, quiet=a.quiet)
@@ -132,11 +140,29 @@ def _dispatch(a: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(a: argparse.Namespace) -> int:
+    from . import compare
+
+    names = compare.method_names(a.recipes)
+    found = {name: recipes.load(path) for name, path in zip(names, a.recipes)}
+    compare.check_shared(found)  # before any work: a mismatch is bad input, not a half-finished run
+    result = compare.compare(found, a.out, quiet=a.quiet)
+    if not a.quiet:
+        for m in result["methods"]:
+            f = m["final"]
+            acc = "n/a" if f["accuracy"] is None else f"{f['accuracy']:.2%}"
+            print(f"{m['name']}: accuracy {acc}, sparsity {f['sparsity']:.2%}")
+        print(f"done: compare.html, compare.md, compare.png and compare.json in {a.out}/")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secateurs`` and ``python -m secateurs``."""
     args = _parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        # Plain progress lines when stderr is not a terminal; nothing at all with --quiet.
+        with progress.reporting("off" if getattr(args, "quiet", False) else "lines"):
+            return _dispatch(args)
     except PruningError as exc:
         print(f"secateurs: error: {exc}", file=sys.stderr)
         return 2
