@@ -124,10 +124,11 @@ class Progress:
 
     def _line(self, now: float) -> None:
         self._last_line = now
+        units = self.unit + ("es" if self.unit.endswith(("s", "sh", "ch", "x")) else "s")
         if self.total:
-            text = f"{self.desc}: {self.n}/{self.total} {self.unit}s ({self.n / self.total:.0%})"
+            text = f"{self.desc}: {self.n}/{self.total} {units} ({self.n / self.total:.0%})"
         else:
-            text = f"{self.desc}: {self.n} {self.unit}s"
+            text = f"{self.desc}: {self.n} {units}"
         print(text, file=self.stream, flush=True)
 
 

@@ -138,17 +138,23 @@ def frontier(methods: Mapping[str, Sequence[Mapping[str, Any]]], dense_accuracy:
              path: str | os.PathLike[str]) -> None:
     """The accuracy–sparsity frontier of several methods on one plot.
 
+    Each method's line joins, in order of sparsity, the last stage at each sparsity (after its
+    fine-tuning, if any: what the method delivers there); every stage is also drawn as a hollow marker.
+
     Args:
-        methods: ``{method: [{"sparsity", "accuracy"}, ...]}``; points without accuracy are skipped.
+        methods: ``{method: [{"sparsity", "accuracy"}, ...]}`` in stage order; points without
+            accuracy are skipped.
         dense_accuracy: the shared dense model's accuracy, drawn as a dashed reference line.
         path: the PNG to write.
     """
     fig = _figure(7.5, 4.5)
     ax = fig.add_subplot()
     for i, (name, points) in enumerate(methods.items()):
-        pts = sorted((p["sparsity"], p["accuracy"]) for p in points if p.get("accuracy") is not None)
+        pts = [(p["sparsity"], p["accuracy"]) for p in points if p.get("accuracy") is not None]
         if pts:
-            ax.plot(*zip(*pts), marker="o", markersize=4, linewidth=1.4, color=f"C{i}", label=name)
+            ax.scatter(*zip(*pts), s=18, facecolors="none", edgecolors=f"C{i}", linewidths=0.8)
+            ax.plot(*zip(*frontier_points(pts)), marker="o", markersize=4, linewidth=1.4, color=f"C{i}",
+                    label=name)
     if dense_accuracy is not None:
         ax.axhline(dense_accuracy, color="black", linestyle="--", linewidth=1, label="dense")
     ax.set_xlabel("sparsity")
@@ -158,6 +164,17 @@ def frontier(methods: Mapping[str, Sequence[Mapping[str, Any]]], dense_accuracy:
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("Accuracy–sparsity frontier", fontsize=11)
     _save(fig, path)
+
+
+def frontier_points(points: Sequence[tuple[float, float]], digits: int = 4) -> list[tuple[float, float]]:
+    """``(sparsity, accuracy)`` of the last point at each sparsity (rounded to ``digits``), by sparsity.
+
+    Example:
+        >>> frontier_points([(0.0, 0.9), (0.5, 0.7), (0.5, 0.85), (0.8, 0.8)])
+        [(0.0, 0.9), (0.5, 0.85), (0.8, 0.8)]
+    """
+    last = {round(s, digits): (s, a) for s, a in points}
+    return [last[k] for k in sorted(last)]
 
 
 def run_plots(out: str | os.PathLike[str], metrics: Mapping[str, Any],
