@@ -155,7 +155,7 @@ class Recipe(_Strict):
     prune: list[Stage] = Field(default_factory=list, description="pruning stages, in order")
     penalty: Penalty | None = Field(None, description="regulariser added to every training loss")
     export: Export = Field(default_factory=Export, description="saved model format")
-    report: bool = Field(True, description="write report.md and weights.png")
+    report: bool = Field(True, description="write report.md, report.html and their plots")
 
     @model_validator(mode="after")
     def _needs_data(self) -> Recipe:

@@ -70,6 +70,7 @@ def weight_distributions(
             last = i == len(labels) - 1
             ax.hist(values[lab].numpy(), bins=edges, color=COLORS.get(lab, f"C{i}"),
                     histtype="stepfilled" if last else "step", alpha=0.75 if last else 1.0, linewidth=1.2,
+                    zorder=1 if last else 2 + i,  # outlines over the filled pruned histogram
                     label=f"{lab}{' non-zero' if last else ''} ({values[lab].numel():,})")
         ax.set_yscale("log")
         ax.set_title(name, fontsize=9)
