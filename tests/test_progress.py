@@ -111,3 +111,20 @@ def test_cli_off_a_terminal_prints_plain_lines_and_quiet_prints_nothing(tmp_path
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout == "" and quiet.stderr == ""
     assert (tmp_path / "quiet" / "report.html").is_file()
+
+
+def test_iterative_rounds_and_compaction_of_big_models_report_progress() -> None:
+    from secateurs.surgery.compact import apply
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    stream = io.StringIO()
+    with reporting("lines"), contextlib.redirect_stderr(stream):
+        sc.Iterative(net, rounds=3, rate=0.2, rewind=None).run(lambda m, k: None)
+    assert stream.getvalue().splitlines() == [f"iterative: {k}/3 rounds ({k / 3:.0%})" for k in (1, 2, 3)]
+    big = nn.Sequential(*[nn.Linear(4, 4) for _ in range(70)])
+    stream = io.StringIO()
+    with reporting("lines"), contextlib.redirect_stderr(stream):
+        apply(big, {str(i): {"rows": [0, 1]} for i in range(70)})  # 70 modules shrink: a big model
+    assert stream.getvalue().splitlines()[-1] == "compact: 70/70 modules (100%)"
+    assert big[69].out_features == 2

@@ -90,13 +90,14 @@ def write_html(path: str | os.PathLike[str], metrics: Mapping[str, Any], image_d
     figures = {k: figure_html(Path(image_dir) / v, PLOT_TITLES[k]) for k, v in metrics.get("plots", {}).items()}
     notes = FLOPS_NOTE + (" " + LATENCY_NOTE if metrics["final"].get("latency_ms") is not None else "")
     sections = [
-        ("totals", "Totals", table_html(totals(metrics), "totals-table") + f'\n<p class="note">{html.escape(notes)}</p>'),
+        ("totals", "Totals",
+         table_html(totals(metrics), "totals-table") + f'\n<p class="note">{html.escape(notes)}</p>'),
         ("stages", "Accuracy per stage",
          f'<div class="row">{table_html(stages(metrics), "stages-table")}{figures.get("accuracy", "")}</div>'),
     ]
     if "weights" in figures:
         sections.append(("weights", "Weight distributions", figures["weights"]))
-    sections.append(("layers", "Layers",
-                     f'<div class="row">{table_html(layers(metrics), "layers-table")}{figures.get("sparsity", "")}</div>'))
+    layer_table = table_html(layers(metrics), "layers-table")
+    sections.append(("layers", "Layers", f'<div class="row">{layer_table}{figures.get("sparsity", "")}</div>'))
     text = page(title(metrics), _subtitle(metrics), sections)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
