@@ -57,9 +57,13 @@ def check_shared(recipes: Mapping[str, Recipe]) -> None:
         for key in SHARED:
             a, b = getattr(base, key), getattr(r, key)
             if a != b:
-                show = (lambda v: json.dumps(v.model_dump() if hasattr(v, "model_dump") else v))
-                raise PruningError(f"recipes must share {key} to be compared: {first} has {show(a)}, "
-                                   f"{name} has {show(b)}")
+                raise PruningError(f"recipes must share {key} to be compared: {first} has {_shown(a)}, "
+                                   f"{name} has {_shown(b)}")
+
+
+def _shown(value: Any) -> str:
+    """A recipe field as one line of JSON (a nested settings block as its plain fields)."""
+    return json.dumps(value.model_dump() if hasattr(value, "model_dump") else value)
 
 
 def compare(recipes: Mapping[str, Recipe], out_dir: str | os.PathLike[str], quiet: bool = False) -> dict[str, Any]:
