@@ -9,9 +9,10 @@ Example:
 """
 
 from . import criteria
+from .accelerate import AccelerateResult, accelerate
 from .analysis import sensitivity, sparsity, summary
 from .errors import PruningError
-from .export import load, save
+from .export import export_onnx, load, save
 from .masking import finalize, masks, restore
 from .pruning import PruneResult, prune, score
 from .learned import L0Gates, Movement
@@ -24,6 +25,6 @@ from .surgery.merge import MergeResult, merge_neurons
 __version__ = "0.1.0"
 
 __all__ = [
-    "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET", "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria", "finalize", "load", "masks", "merge_neurons", "penalty", "prune",
+    "AccelerateResult", "accelerate", "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET", "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria", "export_onnx", "finalize", "load", "masks", "merge_neurons", "penalty", "prune",
     "restore", "save", "score", "sensitivity", "sparsity", "summary",
 ]

@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input (one line on stderr saying what to fix),
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -67,8 +68,53 @@ def _parser() -> argparse.ArgumentParser:
     sm = sub.add_parser("summary", help="per-layer table of a saved model")
     sm.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
 
+    ex = sub.add_parser("export", help="export a saved model (masks baked in) to ONNX")
+    ex.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
+    ex.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
+    ex.add_argument("--input-shape", metavar="N,C,H,W",
+                    help="shape of the example input (default: the zoo model's own, batch 1)")
+    ex.add_argument("--compact", action="store_true", help="remove pruned channels first (sc.compact)")
+
     sub.add_parser("criteria", help="list the available criteria")
     return p
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(v < 1 for v in shape):
+        raise PruningError(f"--input-shape expects positive integers such as 1,3,32,32, got {text!r}")
+    return shape
+
+
+def _export(a: argparse.Namespace) -> int:
+    """``secateurs export MODEL --onnx OUT``: ONNX of the (masked, finalized or compacted) model."""
+    import torch
+
+    from . import runner, zoo
+    from .export import export_onnx
+
+    if os.path.isdir(a.onnx):
+        raise PruningError(f"--onnx {a.onnx!r} is a directory; give the file to write")
+    model = runner.build_model(recipes.Recipe(model=a.model))
+    inputs = (torch.randn(*_shape(a.input_shape)),) if a.input_shape else zoo.example_inputs(model)
+    if inputs is None:
+        raise PruningError(f"{a.model!r} does not record its input shape; pass --input-shape")
+    if a.compact:
+        from .surgery.compact import compact
+
+        model = compact(model, inputs)
+    try:
+        diff = export_onnx(model, inputs, a.onnx)
+    except PruningError as exc:
+        if a.input_shape and str(exc).startswith("example_inputs"):
+            raise PruningError(f"--input-shape {a.input_shape}{str(exc).removeprefix('example_inputs')}") from None
+        raise
+    checked = "not checked (onnxruntime not installed)" if diff is None else f"onnxruntime max abs diff {diff:.2g}"
+    print(f"wrote {a.onnx} ({os.path.getsize(a.onnx) / 1024:.0f} KiB); {checked}")
+    return 0
 
 
 def _layers(items: list[str]) -> dict[str, float | None]:
@@ -128,6 +174,8 @@ def _dispatch(a: argparse.Namespace) -> int:
         return 0
     if a.command == "compare":
         return _compare(a)
+    if a.command == "export":
+        return _export(a)
     recipe = {"demo": lambda: recipes.parse(recipes.DEMO, "demo recipe"),
               "run": lambda: recipes.load(a.recipe), "prune": lambda: _prune_recipe(a)}[a.command]()
     metrics = runner.run(recipe, a.out, quiet=a.quiet)
