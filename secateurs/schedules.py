@@ -189,17 +189,18 @@ class Iterative:
         final = train_round(self.model, self.rounds)
         if self.history and final:
             self.history[-1]["final"] = dict(final)
-            self._save()
+            self._save(model=False)  # round-k stays the model a resumed run trains its last round from
         return self.model
 
-    def _save(self) -> None:
+    def _save(self, model: bool = True) -> None:
         if self.out is None:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         if self.state is not None and not (self.out / "rewind.safetensors").exists():
             state = {k: v.contiguous().cpu() for k, v in self.state.items()}
             export.atomic_write(self.out / "rewind.safetensors", lambda tmp: save_file(state, tmp))
-        export.save(self.model, self.out / f"round-{self.round}.safetensors")
+        if model:
+            export.save(self.model, self.out / f"round-{self.round}.safetensors")
         text = json.dumps({"round": self.round, "t": self.t, "history": self.history}, indent=2)
         export.atomic_write(self.out / "rounds.json", lambda tmp: Path(tmp).write_text(text))
 
