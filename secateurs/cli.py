@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import criteria, progress, recipes
+from . import criteria, distributed, progress, recipes
 from .errors import PruningError
 
 DEFAULT_OUT = "secateurs-out"
@@ -179,7 +179,7 @@ def _dispatch(a: argparse.Namespace) -> int:
     recipe = {"demo": lambda: recipes.parse(recipes.DEMO, "demo recipe"),
               "run": lambda: recipes.load(a.recipe), "prune": lambda: _prune_recipe(a)}[a.command]()
     metrics = runner.run(recipe, a.out, quiet=a.quiet)
-    if not a.quiet:
+    if not a.quiet and distributed.is_main():  # under torchrun, one summary line, from rank 0
         fin, dense = metrics["final"], metrics["dense"]
         acc = "" if fin["accuracy"] is None else (
             f"accuracy {dense['accuracy']:.2%} dense -> {fin['accuracy']:.2%} pruned, ")

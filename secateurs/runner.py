@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from . import export, masking, zoo
+from . import distributed, export, masking, zoo
 from .analysis import plots, report
 from .analysis.latency import latency_ms
 from .analysis.summary import summary
@@ -66,14 +66,18 @@ def _trained(recipe: Recipe, model: nn.Module, out: Path, quiet: bool) -> nn.Mod
     path, key = out / "dense.safetensors", _dense_key(recipe)
     if recipe.train.epochs == 0:
         return model
-    if path.is_file() and export.read(path)[1].get("recipe_key") == key:
+    main = distributed.is_main()  # under torchrun rank 0 reads and writes; the others get its weights
+    if distributed.broadcast_object(main and path.is_file() and export.read(path)[1].get("recipe_key") == key):
         _say(quiet, f"reusing the trained dense model in {path}")
-        return export.load(path, model)
+        model = export.load(path, model) if main else model
+        distributed.broadcast_masks(model)
+        return model
     ds = zoo.dataset(str(recipe.data))
     t = recipe.train
     train(model, ds.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
           seed=recipe.seed, desc="train", progress=not quiet, penalty=loss_penalty(recipe))
-    export.save(model, path, metadata={"recipe_key": key})
+    if main:
+        export.save(model, path, metadata={"recipe_key": key})
     return model
 
 
@@ -85,17 +89,27 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     ``metrics.json``, and with ``report: true`` also ``report.md``, ``report.html`` (self-contained)
     and their plots (``weights.png``, ``sparsity.png``, ``accuracy.png``).
 
+    Under ``torchrun`` every process runs the recipe on its share of the data (see
+    :mod:`secateurs.distributed`); rank 0 alone prints and writes the outputs.
+
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json`` (every rank returns them).
     """
+    with distributed.session():
+        return _run(recipe, out_dir, quiet or not distributed.is_main())
+
+
+def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
     start = time.perf_counter()
     out = Path(out_dir)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe)
     _check_stages(recipe, model)
+    distributed.broadcast_masks(model)  # seeded alike on every rank; rank 0's, to be certain
     init_state = snapshot(model)  # the weights before training, for lottery-ticket rewinding
     init_w = _weights(model) if recipe.report and recipe.train.epochs else None  # for the report's plots
     model = _trained(recipe, model, out, quiet)
+    _agree(model, "dense", quiet)
     test = zoo.dataset(recipe.data).test if recipe.data else None
     example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
     acc = (lambda: evaluate(model, test)) if test is not None else (lambda: None)
@@ -108,6 +122,7 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
             rounds = run_schedule(recipe, st, i, model, acc, out, init_state, quiet)
             stages.extend({**r, "sparsity": 1.0 - summary(model).nonzero / dense_sum.params
                            if r is rounds[-1] else r["sparsity"]} for r in rounds)
+            _agree(model, f"{st.schedule} {i}", quiet)
             stages.append(_stage(f"{st.schedule} {i}", acc(), model, dense_sum.params))
             _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}, "
                         f"sparsity {stages[-1]['sparsity']:.2%}")
@@ -122,6 +137,8 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
                   layers=st.layers or None, min_density=st.min_density, seed=st.seed,
                   data=_calibration(recipe, st, i), loss_fn=F.cross_entropy, example_inputs=example)
             label = f"prune {i}: {st.criterion} {st.scope} {st.sparsity:.0%}"
+        distributed.broadcast_masks(model)  # rank 0's decision, whatever the criterion saw
+        _agree(model, label, quiet)
         stages.append(_stage(label, acc(), model, dense_sum.params))
         _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}, "
                     f"sparsity {stages[-1]['sparsity']:.2%}")
@@ -130,6 +147,7 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
             train(model, zoo.dataset(str(recipe.data)).train, epochs=f.epochs, lr=f.lr, batch_size=f.batch_size,
                   weight_decay=f.weight_decay, seed=recipe.seed + i, desc=f"finetune {i}", progress=not quiet,
                   penalty=loss_penalty(recipe))
+            _agree(model, f"finetune {i}", quiet)
             stages.append(_stage(f"finetune {i}: {f.epochs} epochs", acc(), model, dense_sum.params))
             _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}")
     if recipe.export.compact:
@@ -139,17 +157,30 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
                     f"(FLOPs counted on the masked model: {pruned_flops:,})")
     final = summary(model, example)
     metrics = _metrics(recipe, dense_acc, dense_sum, stages, final, time.perf_counter() - start)
+    if distributed.is_main():
+        snaps = {"init": init_w, "trained" if init_w else "dense": before}
+        _write(recipe, model, metrics, snaps, (example, dense_ms), out, start)
+    distributed.barrier()  # every rank returns once the outputs exist
+    return metrics
+
+
+def _write(recipe: Recipe, model: nn.Module, metrics: dict[str, Any], snaps: dict[str, Any],
+           timing: tuple[Any, float | None], out: Path, start: float) -> None:
+    """Write the model, plots, report and metrics.json (rank 0 only, under torchrun).
+
+    ``snaps`` holds the weights before training (``None`` when the run did not train) and
+    after it; ``timing`` the example inputs and the dense model's latency."""
+    example, dense_ms = timing
     export.save(model, out / "model.safetensors")
     _measure_files(metrics, out, dense_ms, latency_ms(model, example))
     if recipe.report:
-        snaps = {"init": init_w, "trained" if init_w else "dense": before, "pruned": _weights(model)}
+        snaps = {**snaps, "pruned": _weights(model)}
         metrics["plots"] = plots.run_plots(out, metrics, {k: v for k, v in snaps.items() if v is not None})
     metrics["seconds"] = time.perf_counter() - start
     text = json.dumps(metrics, indent=2)
     export.atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
     if recipe.report:  # rendered from the metrics just written, so the numbers agree with metrics.json
         report.write_reports(out, metrics)
-    return metrics
 
 
 def _measure_files(metrics: dict[str, Any], out: Path, dense_ms: float | None, final_ms: float | None) -> None:
@@ -169,8 +200,17 @@ def _calibration(recipe: Recipe, stage: Stage, i: int) -> list[Any] | None:
     return [b for _, b in zip(range(stage.calibration_batches), loader)]
 
 
+def _agree(model: nn.Module, stage: str, quiet: bool) -> None:
+    """Under torchrun, stop the run if the ranks' masks, weights or buffers differ after ``stage``."""
+    checked = distributed.verify_identical(model)
+    if checked:
+        _say(quiet, f"{stage}: {checked} tensors identical on all {distributed.world()} processes")
+
+
 def _check_stages(recipe: Recipe, model: nn.Module) -> None:
-    """Catch what the schema cannot see (layer patterns, no prunable layers) before any work."""
+    """Catch what the schema cannot see (layer patterns, no prunable layers, batch sizes) before any work."""
+    for batch_size in [recipe.train.batch_size] + [s.finetune.batch_size for s in recipe.prune if s.finetune]:
+        distributed.local_batch(batch_size)  # under torchrun: a multiple of the number of processes
     for st in recipe.prune:
         if st.criterion != DATA_FREE:  # merging patterns are checked when it runs (it shrinks layers)
             resolve_layers(model, st.layers or None, st.sparsity or 0.0)

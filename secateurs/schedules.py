@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from . import allocation, export, masking
+from . import allocation, distributed, export, masking
 from .errors import PruningError, check_sparsity
 from .progress import track
 from .pruning import PruneResult, prune, resolve_layers
@@ -190,30 +190,35 @@ class Iterative:
         final = train_round(self.model, self.rounds)
         if self.history and final:
             self.history[-1]["final"] = dict(final)
-            self._save()
+            self._save(model=False)  # round-k stays the model a resumed run trains its last round from
         return self.model
 
-    def _save(self) -> None:
-        if self.out is None:
+    def _save(self, model: bool = True) -> None:
+        if self.out is None or not distributed.is_main():  # under torchrun, rank 0 writes
             return
         self.out.mkdir(parents=True, exist_ok=True)
         if self.state is not None and not (self.out / "rewind.safetensors").exists():
             state = {k: v.contiguous().cpu() for k, v in self.state.items()}
             export.atomic_write(self.out / "rewind.safetensors", lambda tmp: save_file(state, tmp))
-        export.save(self.model, self.out / f"round-{self.round}.safetensors")
+        if model:
+            export.save(self.model, self.out / f"round-{self.round}.safetensors")
         text = json.dumps({"round": self.round, "t": self.t, "history": self.history}, indent=2)
         export.atomic_write(self.out / "rounds.json", lambda tmp: Path(tmp).write_text(text))
 
     def _resume(self) -> None:
+        # Rank 0 reads (under torchrun the others may not even see the directory) and broadcasts.
         assert self.out is not None
-        index = self.out / "rounds.json"
-        if not index.is_file():
+        main, index = distributed.is_main(), self.out / "rounds.json"
+        saved = distributed.broadcast_object(json.loads(index.read_text()) if main and index.is_file() else None)
+        if saved is None:
             return
-        saved = json.loads(index.read_text())
         self.round, self.t, self.history = saved["round"], saved["t"], saved["history"]
-        export.load(self.out / f"round-{self.round}.safetensors", self.model)
-        if (self.out / "rewind.safetensors").is_file():
-            self.state = load_file(str(self.out / "rewind.safetensors"))
+        if main:
+            export.load(self.out / f"round-{self.round}.safetensors", self.model)
+        distributed.broadcast_masks(self.model)
+        if distributed.broadcast_object(main and (self.out / "rewind.safetensors").is_file()):
+            self.state = load_file(str(self.out / "rewind.safetensors")) if main else snapshot(self.model)
+            distributed.broadcast_tensors(self.state)
 
 
 def update_fraction(step: int, alpha: float, end: int) -> float:
@@ -290,7 +295,15 @@ class RigL:
         return due
 
     def update(self, fraction: float) -> None:
-        """Drop and regrow ``fraction`` of each layer's active weights."""
+        """Drop and regrow ``fraction`` of each layer's active weights.
+
+        Under DDP the dense gradients, captured before DDP averages anything, are
+        averaged over the processes first, so every rank regrows the same weights.
+        """
+        for module in self.modules.values():
+            grad = masking.mask_module(module).dense_grad
+            if grad is not None:
+                distributed.average_(grad)
         for module in self.modules.values():
             holder = masking.mask_module(module)
             mask, w = holder.mask, masking.original(module)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from . import distributed
 from .progress import Progress
 
 
@@ -37,7 +38,8 @@ def train(
         epochs, lr, batch_size, weight_decay: the usual.
         seed: seeds the shuffling, so runs repeat exactly.
         desc: label of the progress bar.
-        progress: show progress (a bar on a terminal; see :mod:`secateurs.progress`).
+        progress: show progress (a bar on a terminal, plain lines off one; see
+            :mod:`secateurs.progress`), on rank 0 only.
         on_step: called with the global step number after each optimizer step
             (where a pruning schedule hooks in).
         penalty: ``penalty(model)`` added to each batch's loss (a sparsity regulariser).
@@ -45,11 +47,19 @@ def train(
         extra_lr: their learning rate (default ``lr``).
         on_optimizer: called once with the optimizer (e.g. so RigL can reset the state of regrown weights).
 
+    Under ``torchrun`` (see :mod:`secateurs.distributed`) the model is wrapped in DDP and
+    each process takes ``batch_size / world`` examples of every step's global batch.
+
     Returns:
-        The mean training loss of each epoch.
+        The mean training loss of each epoch (over this process's examples).
     """
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    if distributed.active():  # each process takes its share of every global batch
+        loader = distributed.shard_loader(data, batch_size, seed)
+    else:
+        loader = DataLoader(data, batch_size=batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(seed))
+    progress = progress and distributed.is_main()
+    net = distributed.wrap(model)  # DDP under torchrun: gradients averaged over the processes
     groups: list[dict] = [{"params": list(model.parameters())}]
     extra = list(extra_params)
     if extra:
@@ -60,24 +70,28 @@ def train(
     model.train()
     losses, step = [], 0
     bar = Progress(epochs * len(loader), desc, unit="step", enabled=progress)
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        distributed.set_epoch(loader, epoch)
         total, n = 0.0, 0
         for x, y in loader:
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(net(x), y)
             if penalty is not None:
                 loss = loss + penalty(model)
             loss.backward()
+            distributed.average_grads(extra)  # outside the model, DDP does not average them
             opt.step()
             step += 1
             if on_step is not None:
                 on_step(step)
+                net = distributed.rewrap(net, model)  # DDP again if the step masked a new layer
             total += float(loss.detach()) * len(y)
             n += len(y)
             bar.update()
         losses.append(total / max(n, 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     bar.close()
+    distributed.sync_buffers(model)
     return losses
 
 

@@ -9,3 +9,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)  # the suite runs on two processes (pytest -n 2)
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.load_profile("ci")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "distributed: starts several processes (torch.distributed, gloo on loopback)")

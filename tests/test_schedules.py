@@ -12,6 +12,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs import schedules
+from secateurs.export import plain_state
 
 
 def _net(seed: int = 0) -> nn.Module:
@@ -134,6 +135,21 @@ def test_imp_resume_gives_the_same_final_mask(tmp_path):
     for k, m in sc.masks(full).items():
         assert torch.equal(sc.masks(again)[k], m)
     assert (tmp_path / "part" / "round-3.safetensors").is_file()
+
+
+def test_imp_resume_after_the_last_round_repeats_only_the_last_training(tmp_path):
+    def train_round(model, k):
+        _train(model, None, 8, seed=k)
+        return {"k": k}
+
+    done = _net()
+    sc.Iterative(done, rounds=2, rate=0.4, out_dir=tmp_path).run(train_round)
+    again = _net(seed=99)
+    resumed = sc.Iterative(again, rounds=2, rate=0.4, out_dir=tmp_path)
+    assert resumed.round == 2 and resumed.history[-1]["final"] == {"k": 2}
+    resumed.run(train_round)  # the saved round is the model before its last training, not after
+    want, got = plain_state(done), plain_state(again)  # masks and the weights as the layers use them
+    assert want.keys() == got.keys() and all(torch.equal(got[k], v) for k, v in want.items())
 
 
 def test_imp_bad_arguments():
