@@ -120,6 +120,10 @@ def test_file_size_in_the_report_is_the_saved_model(run_dir: Path) -> None:
     assert metrics["dense"]["file_bytes"] == (run_dir / "dense.safetensors").stat().st_size
     assert metrics["final"]["file_bytes"] < metrics["dense"]["file_bytes"]  # 60% sparse: the sparse format pays
     assert metrics["final"]["latency_ms"] > 0 and metrics["dense"]["latency_ms"] > 0
+    inference = metrics["final"]["inference"]  # timed as sc.accelerate runs it, and the report says how
+    assert inference["structure"] in ("dense", "compact")
+    assert set(inference["layers"].values()) <= {"dense", "csr", "compact"}
+    assert f"whole model: {inference['structure']}" in (run_dir / "report.md").read_text()
 
 
 def test_html_is_self_contained_and_its_images_decode(run_dir: Path, page: _Page) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..export import atomic_write
-from .report import FLOPS_NOTE, LATENCY_NOTE, PLOT_TITLES, Cell, Table, layers, stages, title, totals
+from .report import FLOPS_NOTE, PLOT_TITLES, Cell, Table, latency_note, layers, stages, title, totals
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1f2933;
@@ -88,7 +88,7 @@ def write_html(path: str | os.PathLike[str], metrics: Mapping[str, Any], image_d
         image_dir: the folder holding those PNGs.
     """
     figures = {k: figure_html(Path(image_dir) / v, PLOT_TITLES[k]) for k, v in metrics.get("plots", {}).items()}
-    notes = FLOPS_NOTE + (" " + LATENCY_NOTE if metrics["final"].get("latency_ms") is not None else "")
+    notes = (FLOPS_NOTE + " " + latency_note(metrics)).strip()
     sections = [
         ("totals", "Totals",
          table_html(totals(metrics), "totals-table") + f'\n<p class="note">{html.escape(notes)}</p>'),

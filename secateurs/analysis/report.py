@@ -18,8 +18,18 @@ from typing import Any
 from ..export import atomic_write
 
 FLOPS_NOTE = "FLOPs of masked layers are the dense-equivalent FLOPs times the layer's density."
-LATENCY_NOTE = ("Latency: median wall time of one forward pass on one example, on this machine's CPU; a masked "
-                "model still runs dense kernels (and applies its masks), so sparsity alone does not make it faster.")
+def latency_note(metrics: Mapping[str, Any]) -> str:
+    """What the latency row measured: the final model as ``sc.accelerate`` runs it, and the paths it chose."""
+    final = metrics["final"]
+    if final.get("latency_ms") is None:
+        return ""
+    text = "Latency: median wall time of one forward pass on one example, on this machine's CPU."
+    inference = final.get("inference")
+    if inference is None:  # accelerate could not handle this model: the masked model was timed
+        return text + " The final model was timed masked: it runs dense kernels and applies its masks."
+    paths = ", ".join(f"{name} {path}" for name, path in inference["layers"].items())
+    return (text + f" The final model was timed as sc.accelerate builds it for inference (whole model: "
+            f"{inference['structure']}" + (f"; layers: {paths}" if paths else "") + ").")
 
 
 def fmt(value: Any, kind: str) -> str:
@@ -144,7 +154,7 @@ def write_markdown(path: str | os.PathLike[str], metrics: Mapping[str, Any]) -> 
             lines += ([f"## {PLOT_TITLES[plot]}", ""] if table is None else []) + \
                      [f"![{PLOT_TITLES[plot].lower()}]({figures[plot]})", ""]
         if note:
-            lines += [note + (" " + LATENCY_NOTE if metrics["final"].get("latency_ms") is not None else ""), ""]
+            lines += [(note + " " + latency_note(metrics)).strip(), ""]
     lines += [f"Run time: {metrics['seconds']:.1f} s.", ""]
     text = "\n".join(lines)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
