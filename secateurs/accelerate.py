@@ -243,7 +243,7 @@ def _choose(model: nn.Module, name: str, x: Tensor, candidates: Sequence[str], t
     options: dict[str, nn.Module] = {"dense": layer}
     for path in candidates:
         built = _BUILDERS[path](layer) if path in _BUILDERS else None
-        if built is not None and _same(built(x), reference):  # a kernel that disagrees is not a candidate
+        if built is not None and _agrees(built, x, reference):
             options[path] = built
     times = time_all(name, {path: (lambda m=m: m(x)) for path, m in options.items()})
     best = min(times, key=lambda p: times[p])
@@ -254,6 +254,15 @@ def _choose(model: nn.Module, name: str, x: Tensor, candidates: Sequence[str], t
         setattr(model.get_submodule(parent) if parent else model, child, options[best])
     density = float((layer.weight != 0).float().mean())
     return LayerChoice(name, best, density, tuple(x.shape), times)
+
+
+def _agrees(candidate: nn.Module, x: Tensor, reference: Tensor) -> bool:
+    """Whether ``candidate`` runs on ``x`` and gives ``reference``: a kernel that fails on this input
+    (say, a 2:4 kernel missing for this GPU or shape) or disagrees is not a candidate."""
+    try:
+        return _same(candidate(x), reference)
+    except (RuntimeError, NotImplementedError):
+        return False
 
 
 def _tolerance(t: Tensor) -> float:

@@ -4,6 +4,7 @@ Choices are made deterministic with a fake timer; nothing here depends on real t
 """
 
 import copy
+import importlib
 
 import pytest
 import torch
@@ -193,3 +194,20 @@ def test_two_four_on_gpu():
         assert_same(result.model(x).float(), model(x).float(), tol=1e-2)
     real = sc.accelerate(model, (x,), candidates=("dense", "2:4"))  # the real clock runs on the GPU too
     assert {c.path for c in real.layers} <= {"dense", "2:4"}
+
+
+def test_a_kernel_that_fails_on_the_input_is_not_a_candidate(monkeypatch):
+    acc = importlib.import_module("secateurs.accelerate")  # the module; sc.accelerate is the function
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise NotImplementedError("no kernel for this shape")
+
+    monkeypatch.setitem(acc._BUILDERS, "csr", lambda layer: Broken())
+    model = mlp(0.9)
+    x = torch.randn(4, 32)
+    result = sc.accelerate(model, (x,), candidates=("dense", "csr"), timer=fake_timer({"csr": 0.1, "dense": 1.0}))
+    assert [c.path for c in result.layers] == ["dense"] * 3
+    assert all("csr" not in c.times for c in result.layers)
+    with torch.no_grad():
+        assert_same(result.model(x), model(x))
