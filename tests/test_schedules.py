@@ -1,6 +1,5 @@
 """Gradual, iterative (IMP with rewinding), RigL and SET."""
 
-import copy
 import math
 
 import pytest
