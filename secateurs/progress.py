@@ -99,10 +99,12 @@ class Progress:
             self._bar.set_postfix_str(text)
 
     def close(self) -> None:
-        """End the task (the bar disappears; lines mode has already said 100%)."""
+        """End the task (the bar disappears; lines mode has said 100%, or says the count without a total)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._lines and not self.total and self.n:  # no total, so no 100% line yet: say how many
+            self._line(time.monotonic())
         self._lines = False
 
     def __enter__(self) -> Progress:
@@ -136,7 +138,10 @@ def track(items: Iterable[T], desc: str, unit: str = "step", total: int | None =
           enabled: bool = True) -> Iterator[T]:
     """``items``, one by one, with progress shown; the total is ``len(items)`` when it has one."""
     if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:  # a DataLoader over an IterableDataset has __len__ but no length
+            total = None
     with Progress(total, desc, unit, enabled) as bar:
         for item in items:
             yield item
