@@ -78,9 +78,12 @@ def compare(recipes: Mapping[str, Recipe], out_dir: str | os.PathLike[str], quie
         The content written to ``compare.json``.
 
     Raises:
-        PruningError: fewer than two recipes, or recipes that differ in a :data:`SHARED` field.
+        PruningError: fewer than two recipes, recipes that differ in a :data:`SHARED` field, or
+            a recipe whose stages do not fit its model (checked for all before any runs).
     """
     check_shared(recipes)
+    for recipe in recipes.values():  # every method's stages, before the first one trains
+        runner.check(recipe)
     out = Path(out_dir)
     results: dict[str, dict[str, Any]] = {}
     dense: Path | None = None
