@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from . import distributed, export, masking, zoo
+from . import distributed, export, masking, progress, zoo
 from .accelerate import accelerate
 from .analysis import plots, report
 from .analysis.latency import latency_ms
@@ -97,7 +98,9 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
         The metrics written to ``metrics.json`` (every rank returns them).
     """
     with distributed.session():
-        return _run(recipe, out_dir, quiet or not distributed.is_main())
+        quiet = quiet or not distributed.is_main()  # under torchrun, rank 0 alone prints
+        with progress.reporting("off") if quiet else contextlib.nullcontext():  # every bar, not just training's
+            return _run(recipe, out_dir, quiet)
 
 
 def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
@@ -221,6 +224,12 @@ def _agree(model: nn.Module, stage: str, quiet: bool) -> None:
     checked = distributed.verify_identical(model)
     if checked:
         _say(quiet, f"{stage}: {checked} tensors identical on all {distributed.world()} processes")
+
+
+def check(recipe: Recipe) -> None:
+    """Raise :class:`PruningError` for what a recipe's schema cannot see (its model, layer patterns,
+    batch sizes), without running it: ``secateurs compare`` checks every method before the first runs."""
+    _check_stages(recipe, build_model(recipe))
 
 
 def _check_stages(recipe: Recipe, model: nn.Module) -> None:
