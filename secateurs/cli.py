@@ -204,6 +204,10 @@ def _compare(a: argparse.Namespace) -> int:
     return 0
 
 
+# Errors of a path given on the command line (an -o under a file, a read-only folder): exit 2, not 1.
+_PATH_ERRORS = (FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``secateurs`` and ``python -m secateurs``."""
     args = _parser().parse_args(argv)
@@ -213,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dispatch(args)
     except PruningError as exc:
         print(f"secateurs: error: {exc}", file=sys.stderr)
+        return 2
+    except _PATH_ERRORS as exc:  # an output or input path the user gave cannot be used: bad input
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"secateurs: error: cannot use{where}: {exc.strerror or exc}; choose another path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("secateurs: interrupted", file=sys.stderr)
