@@ -303,3 +303,13 @@ def test_no_arguments_exits_2(bad_runs: dict[str, dict[str, Any]]) -> None:
     assert "Traceback" not in r["stderr"]
     assert len(r["stderr"].strip().splitlines()) == 1, r["stderr"]
     assert r["after"] == r["before"]
+
+
+def test_an_output_path_that_cannot_be_used_exits_2(demo: tuple[subprocess.CompletedProcess[str], Path],
+                                                    tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    res = cli("prune", demo[1] / "dense.safetensors", "--sparsity", "0.5", "-o", tmp_path / "a-file" / "out",
+              "-q", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "a-file" in res.stderr and "choose another path" in res.stderr
+    assert (tmp_path / "a-file").read_text() == "not a folder"

@@ -99,6 +99,16 @@ def test_recipes_that_differ_in_a_shared_field_exit_2_before_any_work(tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_stage_in_a_later_recipe_exits_2_before_the_first_runs(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(METHODS["magnitude"])
+    (tmp_path / "b.yaml").write_text(BASE + "  - {sparsity: 0.5, layers: {'nosuch*': 0.3}}\n")
+    r = _cli("compare", "a.yaml", "b.yaml", "-o", "out", cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nosuch" in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_check_shared_names_the_field_and_needs_two() -> None:
     a = recipes.parse(METHODS["magnitude"])
     with pytest.raises(PruningError, match="train"):

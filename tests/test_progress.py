@@ -90,6 +90,34 @@ def test_scoring_with_data_reports_batches() -> None:
     assert lines[-1] == "score: 8/8 batches (100%)", lines
 
 
+def test_a_loader_without_a_length_is_counted_without_a_total() -> None:
+    class Stream(torch.utils.data.IterableDataset):  # streaming data: DataLoader has __len__, len() raises
+        def __iter__(self):
+            g = torch.Generator().manual_seed(0)
+            return iter([(torch.randn(4, generator=g), int(i % 3)) for i in range(24)])
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    stream = io.StringIO()
+    with reporting("lines"), contextlib.redirect_stderr(stream):
+        sc.prune(net, sparsity=0.5, criterion="taylor", data=torch.utils.data.DataLoader(Stream(), batch_size=4),
+                 loss_fn=F.cross_entropy)
+    assert sc.sparsity(net) == 0.5
+    assert stream.getvalue().splitlines()[-1] == "score: 6 batches"
+
+
+def test_a_quiet_run_silences_every_bar_not_just_training(tmp_path: Path) -> None:
+    from secateurs import recipes, runner
+
+    recipe = recipes.parse("model: mlp\nmodel_args: {widths: [16]}\ndata: digits\ntrain: {epochs: 0}\n"
+                           "prune:\n  - {sparsity: 0.5, criterion: taylor, calibration_batches: 2}\n"
+                           "  - {schedule: iterative, rounds: 2, rate: 0.2, epochs: 1}\nreport: false\n", "test")
+    stream = io.StringIO()
+    with reporting("lines"), contextlib.redirect_stderr(stream):
+        runner.run(recipe, tmp_path, quiet=True)
+    assert stream.getvalue() == ""
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
     return subprocess.run([sys.executable, "-m", "secateurs", *args], cwd=cwd, env=env, capture_output=True,
