@@ -257,13 +257,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(cwd: Path, out: str) -> subprocess.CompletedProcess[str]:
+# Launched as torchrun's script: `secateurs run` with "{rank}" in the output path replaced by "" on rank 0 and
+# "-rank1" on rank 1, so that a file written by rank 1 would land in a folder of its own and be seen.
+PER_RANK = """\
+import os, sys
+from secateurs.cli import main
+rank = os.environ["RANK"]
+sys.exit(main([a.replace("{rank}", "" if rank == "0" else "-rank" + rank) for a in sys.argv[1:]]))
+"""
+
+
+def _torchrun(cwd: Path, out: str, per_rank: bool = False) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", SECATEURS_TIMEOUT="120")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
+    if per_rank:
+        (cwd / "per_rank.py").write_text(PER_RANK)
+    launch = ["per_rank.py", "run", "recipe.yaml", "-o", out + "{rank}"] if per_rank else \
+        ["-m", "secateurs", "run", "recipe.yaml", "-o", out]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "secateurs", "run", "recipe.yaml", "-o", out]
+           "--master_port", str(_free_port()), *launch]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -272,8 +286,8 @@ def _launch_twice(folder: Path) -> None:
     cwd = folder / "run"
     cwd.mkdir()
     (cwd / "recipe.yaml").write_text(RECIPE)
-    for log in ("first", "again"):
-        done = _torchrun(cwd, "out")
+    for log in ("first", "again"):  # the first run with rank 1's output folder apart, the second as users run it
+        done = _torchrun(cwd, "out", per_rank=log == "first")
         assert done.returncode == 0, done.stderr[-3000:]
         (folder / f"{log}.log").write_text(done.stdout)
         if log == "first":
@@ -305,7 +319,7 @@ def test_torchrun_only_rank_0_writes(launched):
     assert names == ["accuracy.png", "dense.safetensors", "metrics.json", "model.safetensors", "report.html",
                      "report.md", "sparsity.png", "stage-1-rounds", "stage-1-rounds/round-1.safetensors",
                      "stage-1-rounds/rounds.json", "weights.png"]
-    assert sorted(p.name for p in cwd.iterdir()) == ["first", "out", "recipe.yaml"]
+    assert sorted(p.name for p in cwd.iterdir()) == ["first", "out", "per_rank.py", "recipe.yaml"]  # no out-rank1
 
 
 def test_torchrun_sparsity_is_exact_and_accuracy_matches_one_process(launched):
