@@ -134,6 +134,7 @@ def accelerate(model: nn.Module, example_inputs: Any, *, repeats: int = 10, min_
         layers = [_choose(fast, name, x, candidates, time_all, min_gain)
                   for name, x in _linear_inputs(fast, inputs).items()]
         _check_same(reference, _run(fast, inputs))
+    fast.requires_grad_(False)  # for inference: the layers kept dense must not build autograd graphs either
     return AccelerateResult(fast, structure, model_times, layers)
 
 

@@ -75,6 +75,8 @@ def test_dense_when_sparse_is_slower_or_not_faster_by_min_gain():
     barely = sc.accelerate(model, (x,), min_gain=0.1, timer=fake_timer({"dense": 1.0, "csr": 0.95}))
     assert [c.path for c in barely.layers] == ["dense"] * 3
     assert barely.layers[0].speedup == 1.0
+    assert not slower.model(x).requires_grad  # dense layers too are for inference, even outside torch.no_grad
+    assert all(p.requires_grad for p in model.parameters()), "the input model still trains"
     with torch.no_grad():
         assert_same(slower.model(x), model(x))
 
