@@ -127,21 +127,22 @@ def table(summary: Mapping[str, Any]) -> Table:
 
 
 def write_outputs(out: Path, summary: Mapping[str, Any]) -> None:
-    """compare.json, compare.png, compare.md and compare.html, each written atomically."""
+    """compare.json, compare.png (with accuracies), compare.md and compare.html, each written atomically."""
     dense_acc = summary["dense"]["accuracy"]
-    plots.frontier({m["name"]: m["points"] for m in summary["methods"]}, dense_acc, out / "compare.png")
+    drawn = plots.frontier({m["name"]: m["points"] for m in summary["methods"]}, dense_acc, out / "compare.png")
     text = json.dumps(summary, indent=2)
     export.atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(text))
     heading = f"secateurs compare: {summary['model']}" + (f" on {summary['data']}" if summary["data"] else "")
     dense = "n/a" if dense_acc is None else f"{dense_acc:.2%}"
     t = table(summary)
     md = [f"# {heading}", "", f"Dense accuracy: {dense}.", "", *markdown_table(t), "",
-          "![accuracy-sparsity frontier](compare.png)", "",
+          *(["![accuracy-sparsity frontier](compare.png)", ""] if drawn else []),
           "Each method's own report is in its folder: " + ", ".join(f"[{m['name']}]({m['folder']}/report.md)"
                                                                     for m in summary["methods"]) + ".", ""]
     export.atomic_write(out / "compare.md", lambda tmp: Path(tmp).write_text("\n".join(md)))
-    html_text = page(heading, f"{len(summary['methods'])} methods; dense accuracy {dense}", [
-        ("methods", "Methods", table_html(t, "methods-table")),
-        ("frontier", "Accuracy–sparsity frontier", figure_html(out / "compare.png", "Accuracy–sparsity frontier")),
-    ])
+    sections = [("methods", "Methods", table_html(t, "methods-table"))]
+    if drawn:
+        sections.append(("frontier", "Accuracy–sparsity frontier",
+                         figure_html(out / "compare.png", "Accuracy–sparsity frontier")))
+    html_text = page(heading, f"{len(summary['methods'])} methods; dense accuracy {dense}", sections)
     export.atomic_write(out / "compare.html", lambda tmp: Path(tmp).write_text(html_text, encoding="utf-8"))

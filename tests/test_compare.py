@@ -109,6 +109,17 @@ def test_a_bad_stage_in_a_later_recipe_exits_2_before_the_first_runs(tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
+def test_recipes_without_data_give_a_table_and_no_plot_quietly(tmp_path: Path) -> None:
+    base = "model: mlp\nmodel_args: {in_features: 8, widths: [16], num_classes: 3}\nprune:\n"
+    (tmp_path / "a.yaml").write_text(base + "  - {sparsity: 0.5}\n")
+    (tmp_path / "b.yaml").write_text(base + "  - {sparsity: 0.5, criterion: random}\n")
+    r = _cli("compare", "a.yaml", "b.yaml", "-o", "out", "-q", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr
+    out = tmp_path / "out"
+    assert {"compare.json", "compare.md", "compare.html"} <= {p.name for p in out.iterdir()}
+    assert not (out / "compare.png").exists() and "compare.png" not in (out / "compare.md").read_text()
+
+
 def test_check_shared_names_the_field_and_needs_two() -> None:
     a = recipes.parse(METHODS["magnitude"])
     with pytest.raises(PruningError, match="train"):

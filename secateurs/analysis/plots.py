@@ -136,8 +136,8 @@ def accuracy_vs_sparsity(stages: Sequence[Mapping[str, Any]], path: str | os.Pat
 
 
 def frontier(methods: Mapping[str, Sequence[Mapping[str, Any]]], dense_accuracy: float | None,
-             path: str | os.PathLike[str]) -> None:
-    """The accuracy–sparsity frontier of several methods on one plot.
+             path: str | os.PathLike[str]) -> bool:
+    """The accuracy–sparsity frontier of several methods on one plot; ``False`` (nothing written) without accuracy.
 
     Each method's line joins, in order of sparsity, the last stage at each sparsity (after its
     fine-tuning, if any: what the method delivers there); every stage is also drawn as a hollow marker.
@@ -148,6 +148,8 @@ def frontier(methods: Mapping[str, Sequence[Mapping[str, Any]]], dense_accuracy:
         dense_accuracy: the shared dense model's accuracy, drawn as a dashed reference line.
         path: the PNG to write.
     """
+    if not any(p.get("accuracy") is not None for points in methods.values() for p in points):
+        return False  # recipes without data: there is no frontier to draw
     fig = _figure(7.5, 4.5)
     ax = fig.add_subplot()
     for i, (name, points) in enumerate(methods.items()):
@@ -165,6 +167,7 @@ def frontier(methods: Mapping[str, Sequence[Mapping[str, Any]]], dense_accuracy:
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("Accuracy–sparsity frontier", fontsize=11)
     _save(fig, path)
+    return True
 
 
 def frontier_points(points: Sequence[tuple[float, float]], digits: int = 4) -> list[tuple[float, float]]:
