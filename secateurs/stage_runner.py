@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import zoo
+from . import distributed, export, zoo
 from .recipes import Recipe, Stage
 from .regularizers import penalty
 from .export import SURGERY_ATTR
@@ -21,6 +24,28 @@ from .schedules import Gradual, Iterative, RigL
 from .training import train
 
 Evaluate = Callable[[], "float | None"]
+
+
+def rounds_dir(recipe: Recipe, i: int, out: Path) -> Path:
+    """Where stage ``i``'s iterative rounds are saved, emptied first when they came from another recipe.
+
+    An interrupted run resumes from the saved rounds; but rounds left by a recipe whose model, data,
+    training or stages up to this one differ would be the wrong starting point, so they are removed
+    (the key of what produced them is kept beside them, as ``dense.safetensors`` keeps its own).
+    """
+    folder = out / f"stage-{i}-rounds"
+    spec = recipe.model_dump(include={"model", "model_args", "data", "seed", "train", "penalty"})
+    spec["prune"] = [s.model_dump() for s in recipe.prune[:i]]
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if distributed.is_main():  # under torchrun, rank 0 owns the files
+        stamp = folder / "recipe_key"
+        if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != key):
+            shutil.rmtree(folder)
+        if not stamp.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            export.atomic_write(stamp, lambda tmp: Path(tmp).write_text(key))
+    distributed.barrier()
+    return folder
 
 
 def loss_penalty(recipe: Recipe) -> Callable[[nn.Module], Any] | None:
@@ -67,7 +92,7 @@ def run_schedule(recipe: Recipe, st: Stage, i: int, model: nn.Module, accuracy: 
 
     if st.schedule == "iterative":
         pruner = Iterative(model, rounds=st.rounds, rate=st.rate, rewind=st.rewind,
-                           out_dir=out / f"stage-{i}-rounds", **options)
+                           out_dir=rounds_dir(recipe, i, out), **options)
         if st.rewind == "init" and init_state is not None:
             pruner.state = init_state  # the weights before the dense training: a lottery ticket
         pruner.run(lambda m, k: (fit(st.epochs, None, recipe.seed + 100 * i + k, f"round {k}"),

@@ -317,8 +317,8 @@ def test_torchrun_only_rank_0_writes(launched):
     cwd = launched["cwd"]
     names = sorted(str(p.relative_to(cwd / "first")) for p in (cwd / "first").rglob("*"))
     assert names == ["accuracy.png", "dense.safetensors", "metrics.json", "model.safetensors", "report.html",
-                     "report.md", "sparsity.png", "stage-1-rounds", "stage-1-rounds/round-1.safetensors",
-                     "stage-1-rounds/rounds.json", "weights.png"]
+                     "report.md", "sparsity.png", "stage-1-rounds", "stage-1-rounds/recipe_key",
+                     "stage-1-rounds/round-1.safetensors", "stage-1-rounds/rounds.json", "weights.png"]
     assert sorted(p.name for p in cwd.iterdir()) == ["first", "out", "per_rank.py", "recipe.yaml"]  # no out-rank1
 
 

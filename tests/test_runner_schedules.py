@@ -38,6 +38,19 @@ def test_scheduled_stage_runs(tmp_path, stage, rounds):
         assert (tmp_path / "stage-1-rounds" / "round-2.safetensors").is_file()
 
 
+def test_iterative_rounds_of_another_recipe_are_not_resumed(tmp_path):
+    first = recipes.parse(RECIPE % "iterative, rounds: 2, rate: 0.5, epochs: 1")
+    runner.run(first, tmp_path, quiet=True)
+    again = runner.run(first, tmp_path, quiet=True)  # the same recipe: both rounds are reused
+    assert [s["name"] for s in again["stages"]][1:3] == ["iterative 1: round 1", "iterative 1: round 2"]
+    changed = recipes.parse(RECIPE % "iterative, rounds: 2, rate: 0.2, epochs: 1")
+    metrics = runner.run(changed, tmp_path, quiet=True)  # another rate: the old rounds must not be taken
+    masks = sc.masks(sc.load(tmp_path / "model.safetensors"))
+    pruned = sum(int((~m).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    assert pruned == pytest.approx(1 - 0.8 ** 2, abs=0.01)  # 36%, not the first recipe's 75%
+    assert metrics["final"]["sparsity"] == pytest.approx(0.36, abs=0.01)
+
+
 def test_l0_stage_closes_gates_and_masks_rows(tmp_path):
     recipe = recipes.parse(RECIPE % "l0, epochs: 2, l0_weight: 0.05")
     metrics = runner.run(recipe, tmp_path, quiet=True)
