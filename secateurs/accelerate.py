@@ -29,10 +29,11 @@ import torch
 from torch import Tensor, nn
 
 from . import masking
-from .analysis.flops import as_inputs
+from .analysis.flops import as_inputs, call_model
+from .calibration import evaluating
 from .errors import PruningError
 from .sparse_linear import CsrLinear, compact_linear, semi_structured_linear
-from .surgery.compact import _call, _first_tensor, compact
+from .surgery.compact import _first_tensor, compact
 
 PATHS = ("dense", "csr", "compact", "2:4")
 """Every path :func:`accelerate` knows, in the order it tries them."""
@@ -129,11 +130,11 @@ def accelerate(model: nn.Module, example_inputs: Any, *, repeats: int = 10, min_
     inputs = _check(model, example_inputs, repeats, min_gain, candidates, timer)
     time_all = timer or _clock(repeats, _is_cuda(model))
     with torch.no_grad():
-        reference = _run(model, inputs)
+        reference = run_example(model, inputs)
         fast, structure, model_times = _whole_model(model, inputs, candidates, time_all, min_gain)
         layers = [_choose(fast, name, x, candidates, time_all, min_gain)
                   for name, x in _linear_inputs(fast, inputs).items()]
-        _check_same(reference, _run(fast, inputs))
+        _check_same(reference, run_example(fast, inputs))
     fast.requires_grad_(False)  # for inference: the layers kept dense must not build autograd graphs either
     return AccelerateResult(fast, structure, model_times, layers)
 
@@ -181,17 +182,17 @@ def _clock(repeats: int, cuda: bool) -> Timer:
     return time_all
 
 
-def _run(model: nn.Module, inputs: tuple[Any, ...]) -> Any:
-    """The model's main output, in eval mode; a failure is the caller's input's fault."""
-    was = [(m, m.training) for m in model.modules()]
-    model.eval()
+def run_example(model: nn.Module, inputs: tuple[Any, ...]) -> Any:
+    """The model's main output on ``inputs``, in eval mode (modes restored after).
+
+    Raises:
+        PruningError: the model fails on them: the caller's ``example_inputs`` are at fault.
+    """
     try:
-        return _first_tensor(_call(model, inputs))
+        with evaluating(model):
+            return _first_tensor(call_model(model, inputs))
     except (RuntimeError, TypeError, ValueError) as exc:
         raise PruningError(f"example_inputs: the model fails on them ({type(exc).__name__}: {exc})") from None
-    finally:
-        for m, training in was:
-            m.training = training
 
 
 def _whole_model(model: nn.Module, inputs: tuple[Any, ...], candidates: Sequence[str], time_all: Timer,
@@ -204,7 +205,7 @@ def _whole_model(model: nn.Module, inputs: tuple[Any, ...], candidates: Sequence
         small = compact(model, inputs).eval()
     except (PruningError, RuntimeError):  # not traceable by torch.fx, or nothing safe to remove
         return dense, "dense", {}
-    times = time_all("", {"dense": lambda: _call(dense, inputs), "compact": lambda: _call(small, inputs)})
+    times = time_all("", {"dense": lambda: call_model(dense, inputs), "compact": lambda: call_model(small, inputs)})
     if times["compact"] <= times["dense"] * (1 - min_gain):
         return small, "compact", times
     return dense, "dense", times
@@ -229,7 +230,7 @@ def _linear_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Tenso
                 seen.setdefault(name, args[0].detach())
             hooks.append(layer.register_forward_pre_hook(keep))
     try:
-        _call(model, inputs)
+        call_model(model, inputs)
     finally:
         for h in hooks:
             h.remove()

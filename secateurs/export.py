@@ -232,6 +232,7 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str | os.PathLike[s
             cannot export the model (the message says why).
         RuntimeError: onnxruntime's outputs differ from torch's by more than 1e-4 (relative).
     """
+    from .accelerate import run_example
     from .analysis.flops import as_inputs
 
     inputs = as_inputs(example_inputs)
@@ -242,11 +243,8 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str | os.PathLike[s
     except ImportError:
         raise PruningError("ONNX export needs onnx and onnxscript: pip install 'secateurs[onnx]'") from None
     net = masking.finalize(copy.deepcopy(model)).eval()
-    try:  # in eager mode first: wrong inputs then fail with a short message, not the exporter's trace
-        with torch.no_grad():
-            net(*inputs)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise PruningError(f"example_inputs: the model fails on them ({type(exc).__name__}: {exc})") from None
+    with torch.no_grad():  # in eager mode first: wrong inputs then fail with a short message, not the exporter's trace
+        run_example(net, inputs)
     if dynamic_batch:  # torch.export treats a dimension of size 1 as fixed: trace with a batch of 2
         inputs = tuple(torch.cat([t, t]) if t.dim() and t.shape[0] == 1 else t for t in inputs)
     diff: list[float | None] = [None]

@@ -24,6 +24,13 @@ def as_inputs(example_inputs: Any) -> tuple[Any, ...]:
     )
 
 
+def call_model(model: nn.Module, inputs: tuple[Any, ...]) -> Any:
+    """``model(*inputs)``, or ``model(**inputs[0])`` for one dict of tensors (Hugging Face)."""
+    if len(inputs) == 1 and isinstance(inputs[0], dict):
+        return model(**inputs[0])
+    return model(*inputs)
+
+
 def count_flops(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int], int]:
     """FLOPs of one forward pass in eval mode, in total and per prunable layer.
 
@@ -47,10 +54,7 @@ def count_flops(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int], 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     try:
         with torch.no_grad(), evaluating(model), counter:
-            if len(inputs) == 1 and isinstance(inputs[0], dict):
-                model(**inputs[0])
-            else:
-                model(*inputs)
+            call_model(model, inputs)
     finally:
         for h in handles:
             h.remove()

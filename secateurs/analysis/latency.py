@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..calibration import evaluating
-from .flops import as_inputs
+from .flops import as_inputs, call_model
 
 
 def latency_ms(model: nn.Module, example_inputs: Any, repeats: int = 25, budget_s: float = 1.0) -> float | None:
@@ -37,8 +37,9 @@ def latency_ms(model: nn.Module, example_inputs: Any, repeats: int = 25, budget_
     if example_inputs is None:
         return None
     inputs = as_inputs(example_inputs)
-    call = (lambda: model(**inputs[0])) if len(inputs) == 1 and isinstance(inputs[0], dict) else \
-        (lambda: model(*inputs))
+    def call() -> None:
+        call_model(model, inputs)
+
     times: list[float] = []
     with torch.no_grad(), evaluating(model):
         for _ in range(2):

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import masking
-from ..analysis.flops import as_inputs
+from ..analysis.flops import as_inputs, call_model
 from ..calibration import evaluating
 from ..export import SURGERY_ATTR
 from ..progress import track
@@ -199,19 +199,12 @@ def compact(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[str] =
 
 def _check_same(model: nn.Module, new: nn.Module, inputs: tuple[Any, ...]) -> None:
     with torch.no_grad(), evaluating(model, new):
-        a, b = _first_tensor(_call(model, inputs)), _first_tensor(_call(new, inputs))
+        a, b = _first_tensor(call_model(model, inputs)), _first_tensor(call_model(new, inputs))
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         diff = float((a - b).abs().max()) if a.numel() else 0.0
         scale = max(1.0, float(a.abs().max()) if a.numel() else 1.0)
         if diff > TOLERANCE * scale:
             raise RuntimeError(f"compact changed the model's outputs by {diff:.3g}; please report this as a bug")
-
-
-def _call(model: nn.Module, inputs: tuple[Any, ...]) -> Any:
-    """``model(*inputs)``, or ``model(**inputs[0])`` for one dict of tensors (Hugging Face)."""
-    if len(inputs) == 1 and isinstance(inputs[0], dict):
-        return model(**inputs[0])
-    return model(*inputs)
 
 
 def _first_tensor(out: Any) -> Any:
