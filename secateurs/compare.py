@@ -25,9 +25,9 @@ from .analysis.html import figure_html, page, table_html
 from .analysis.report import Cell, Table, markdown_table
 from .errors import PruningError
 from .progress import track
-from .recipes import Recipe
+from .recipes import DENSE_FIELDS, Recipe
 
-SHARED = ("model", "model_args", "data", "seed", "train", "penalty")
+SHARED = DENSE_FIELDS
 """The recipe fields every compared method must share: together they make the dense model."""
 
 

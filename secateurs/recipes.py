@@ -16,6 +16,8 @@ their meaning when fields are added.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,6 +236,19 @@ def describe(exc: ValidationError, skip: int = 0) -> tuple[str, str, tuple[Any, 
     if not err["type"].startswith("value_error") and err["type"] != "missing":
         msg += f", got {err.get('input')!r}"
     return key, msg, loc
+
+
+DENSE_FIELDS = ("model", "model_args", "data", "seed", "train", "penalty")
+"""The fields that together make a recipe's trained dense model."""
+
+
+def key(recipe: Recipe, stages: int = 0) -> str:
+    """A short hash of what produced a run's saved state: the :data:`DENSE_FIELDS` and the first
+    ``stages`` pruning stages. Saved files carry it, so a resumed run reuses only its own."""
+    spec = recipe.model_dump(include=set(DENSE_FIELDS))
+    if stages:
+        spec["prune"] = [s.model_dump() for s in recipe.prune[:stages]]
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load(path: str | Path) -> Recipe:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from .surgery.compact import compact
 from .schedules import snapshot
 from .stage_runner import loss_penalty, run_schedule
 from .surgery.merge import merge_neurons
-from .recipes import DATA_FREE, Recipe, Stage
+from .recipes import DATA_FREE, Recipe, Stage, key as recipe_key
 from .training import evaluate, train
 
 
@@ -57,15 +56,10 @@ def _weights(model: nn.Module) -> dict[str, Tensor]:
     return {masking.param_name(n): m.weight.detach().clone() for n, m in masking.prunable_layers(model)}
 
 
-def _dense_key(recipe: Recipe) -> str:
-    spec = recipe.model_dump(include={"model", "model_args", "data", "seed", "train", "penalty"})
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _trained(recipe: Recipe, model: nn.Module, out: Path, quiet: bool) -> nn.Module:
     """``model`` trained; reused from ``out/dense.safetensors`` when the same
     model, data, seed and training settings produced it (an interrupted run resumes)."""
-    path, key = out / "dense.safetensors", _dense_key(recipe)
+    path, key = out / "dense.safetensors", recipe_key(recipe)
     if recipe.train.epochs == 0:
         return model
     main = distributed.is_main()  # under torchrun rank 0 reads and writes; the others get its weights

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import shutil
 from collections.abc import Callable
@@ -15,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import distributed, export, zoo
-from .recipes import Recipe, Stage
+from .recipes import Recipe, Stage, key as recipe_key
 from .regularizers import penalty
 from .export import SURGERY_ATTR
 from .learned import L0Gates, Movement
@@ -33,10 +31,7 @@ def rounds_dir(recipe: Recipe, i: int, out: Path) -> Path:
     training or stages up to this one differ would be the wrong starting point, so they are removed
     (the key of what produced them is kept beside them, as ``dense.safetensors`` keeps its own).
     """
-    folder = out / f"stage-{i}-rounds"
-    spec = recipe.model_dump(include={"model", "model_args", "data", "seed", "train", "penalty"})
-    spec["prune"] = [s.model_dump() for s in recipe.prune[:i]]
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    folder, key = out / f"stage-{i}-rounds", recipe_key(recipe, stages=i)
     if distributed.is_main():  # under torchrun, rank 0 owns the files
         stamp = folder / "recipe_key"
         if folder.is_dir() and (not stamp.is_file() or stamp.read_text() != key):
