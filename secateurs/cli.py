@@ -11,8 +11,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import criteria, distributed, progress, recipes
+import torch
+
+from . import criteria, progress, zoo
+from .analysis.summary import summary
 from .errors import PruningError
+from .runs import compare, recipes, runner
+from .storage import export_onnx
+from .surgery.compact import compact
+from .training import distributed
 
 DEFAULT_OUT = "secateurs-out"
 
@@ -91,11 +98,6 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def _export(a: argparse.Namespace) -> int:
     """``secateurs export MODEL --onnx OUT``: ONNX of the (masked, finalized or compacted) model."""
-    import torch
-
-    from . import runner, zoo
-    from .export import export_onnx
-
     if os.path.isdir(a.onnx):
         raise PruningError(f"--onnx {a.onnx!r} is a directory; give the file to write")
     model = runner.build_model(recipes.Recipe(model=a.model))
@@ -103,8 +105,6 @@ def _export(a: argparse.Namespace) -> int:
     if inputs is None:
         raise PruningError(f"{a.model!r} does not record its input shape; pass --input-shape")
     if a.compact:
-        from .surgery.compact import compact
-
         model = compact(model, inputs)
     try:
         diff = export_onnx(model, inputs, a.onnx)
@@ -154,8 +154,6 @@ def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
 
 
 def _dispatch(a: argparse.Namespace) -> int:
-    from . import runner
-
     if a.command == "criteria":
         for name in criteria.names():
             c = criteria.get(name)
@@ -167,9 +165,6 @@ def _dispatch(a: argparse.Namespace) -> int:
         return 0
     if a.command == "summary":
         model = runner.build_model(recipes.Recipe(model=a.model))
-        from . import zoo
-        from .analysis.summary import summary
-
         print(summary(model, zoo.example_inputs(model)))
         return 0
     if a.command == "compare":
@@ -189,8 +184,6 @@ def _dispatch(a: argparse.Namespace) -> int:
 
 
 def _compare(a: argparse.Namespace) -> int:
-    from . import compare
-
     names = compare.method_names(a.recipes)
     found = {name: recipes.load(path) for name, path in zip(names, a.recipes)}
     compare.check_shared(found)  # before any work: a mismatch is bad input, not a half-finished run

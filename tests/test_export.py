@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import secateurs as sc
-from secateurs import export, zoo
+from secateurs import zoo
+from secateurs.storage import safetensors as export
 from secateurs.errors import PruningError
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import secateurs as sc
-from secateurs import schedules
+from secateurs import allocation, schedules
 from secateurs.export import plain_state
 
 
@@ -168,7 +168,7 @@ def test_update_fraction_decays_to_zero():
 
 def test_erk_densities_hit_the_target():
     shapes = {"a": (300, 784), "b": (100, 300), "c": (10, 100)}
-    d = schedules.erk(shapes, 0.1)
+    d = allocation.erk(shapes, 0.1)
     total = sum(math.prod(s) for s in shapes.values())
     assert sum(d[n] * math.prod(s) for n, s in shapes.items()) == pytest.approx(0.1 * total)
     assert d["c"] > d["b"] > d["a"]

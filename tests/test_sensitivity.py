@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 
 import secateurs as sc
 from secateurs import criteria, masking
-from secateurs.analysis import SensitivityResult
+from secateurs.reports.sensitivity import SensitivityResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

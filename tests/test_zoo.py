@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from secateurs import export, zoo
+from secateurs import zoo
+from secateurs.storage import safetensors as export
+from secateurs.zoo.models import ARCH_ATTR
 from secateurs.errors import PruningError
 from secateurs.training import evaluate, train
 from secateurs.zoo.data import _mnist
@@ -52,7 +54,7 @@ def test_lenet_300_100_has_the_classic_parameter_count() -> None:
 
 def test_models_record_their_architecture() -> None:
     net = zoo.model("mlp", in_features=64, widths=(20, 7))
-    arch = getattr(net, export.ARCH_ATTR)
+    arch = getattr(net, ARCH_ATTR)
     assert arch["name"] == "mlp"
     assert arch["kwargs"] == {"in_features": 64, "widths": [20, 7], "num_classes": 10}
     ex = zoo.example_inputs(net)
@@ -78,7 +80,7 @@ def test_saved_zoo_models_rebuild_from_the_file_alone(tmp_path, name: str, kwarg
     path = tmp_path / "m.safetensors"
     sc.save(net, path)
     back = export.load(path)  # no model given: rebuilt from the header
-    assert getattr(back, export.ARCH_ATTR)["name"] == name
+    assert getattr(back, ARCH_ATTR)["name"] == name
     assert [tuple(p.shape) for p in back.state_dict().values()] == [tuple(p.shape) for p in net.state_dict().values()]
     assert set(sc.masks(back)) == set(sc.masks(net))
     x = torch.randn(*input_shape)
