@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import secateurs as sc
-from secateurs import allocation, schedules
-from secateurs.export import plain_state
+from secateurs import allocation
+from secateurs.training import schedules
+from secateurs.storage import plain_state
 
 
 def _net(seed: int = 0) -> nn.Module:

@@ -9,7 +9,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs import criteria, masking
-from secateurs.learned import L0Gates, Movement, eval_gate, hard_concrete
+from secateurs.training.learned import L0Gates, Movement, eval_gate, hard_concrete
 
 
 def _step(net: nn.Module, movement: Movement, x: torch.Tensor, lr: float) -> None:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import secateurs as sc
-from secateurs import recipes, runner
+from secateurs.runs import recipes, runner
 
 RECIPE = """\
 model: mlp

@@ -1,12 +1,14 @@
 """Every data criterion against values computed by hand on tiny models."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import secateurs as sc
-from secateurs.criteria import obs as obs_module
+from secateurs.criteria import obs as obs_module, synflow
 
 
 def _linear(weight, bias=False):
@@ -214,3 +216,32 @@ def test_bad_batches_are_a_clear_error():
         sc.prune(_linear([[1.0, 2.0]]), sparsity=0.5, criterion="wanda", data=[(1, 2, 3)])
     with pytest.raises(sc.PruningError, match="no batches"):
         sc.prune(_linear([[1.0, 2.0]]), sparsity=0.5, criterion="wanda", data=[])
+
+
+def test_obs_repruning_starts_from_the_masked_weights():
+    torch.manual_seed(0)
+    x = torch.randn(256, 32) @ torch.randn(32, 32) * 0.3
+    net = nn.Sequential(nn.Linear(32, 16))
+    sc.prune(net, 0.5, criterion="random")
+    with torch.no_grad():
+        ref = net(x)
+    corrected = copy.deepcopy(net)
+    sc.prune(corrected, 0.6, criterion="obs", data=[x], scope="local")
+    plain = copy.deepcopy(net)
+    plain[0].parametrizations.weight[0].mask.copy_(sc.masks(corrected)["0.weight"])  # same mask, no update
+    with torch.no_grad():
+        err_obs = (corrected(x) - ref).pow(2).mean()
+        err_plain = (plain(x) - ref).pow(2).mean()
+    assert err_obs < err_plain
+
+
+def test_synflow_zeroes_every_bias_of_its_copy():
+    mha = nn.MultiheadAttention(8, 2)
+    conv = nn.Conv2d(2, 2, 1)
+    seq = nn.Sequential(conv, nn.ReLU(), nn.Conv2d(2, 1, 1))
+    sc.prune(seq, 0.5, granularity="channel", scope="local", example_inputs=(torch.ones(1, 2, 2, 2),))
+    assert "bias" in conv.parametrizations  # a masked bias is stored as ...bias.original
+    net = synflow._linearised(nn.ModuleDict({"mha": mha, "conv": conv}))
+    assert float(net["mha"].in_proj_bias.abs().max()) == 0.0
+    assert float(net["conv"].parametrizations.bias.original.abs().max()) == 0.0
+    assert float(net["conv"].parametrizations.weight.original.min()) >= 0.0

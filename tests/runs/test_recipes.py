@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from secateurs import PruningError, recipes
-from secateurs.recipes import RecipeError, parse
+from secateurs import PruningError
+from secateurs.runs import recipes
+from secateurs.runs.recipes import RecipeError, parse
 
 
 def _line(message: str) -> int:

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from secateurs import recipes
-from secateurs.analysis.plots import frontier_points
-from secateurs.analysis.report import lookup
-from secateurs.compare import check_shared, method_names
+from secateurs.runs import recipes
+from secateurs.reports.plots import frontier_points
+from secateurs.reports.tables import lookup
+from secateurs.runs.compare import check_shared, method_names
 from secateurs.errors import PruningError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASE = "model: mlp\nmodel_args: {widths: [16]}\ndata: digits\nseed: 0\ntrain: {epochs: 1}\nprune:\n"
 METHODS = {
     "magnitude": BASE + "  - {sparsity: 0.5}\n  - {sparsity: 0.8, finetune: {epochs: 1}}\n",

@@ -12,7 +12,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs import zoo
-from secateurs.sparse_linear import CompactLinear, CsrLinear, compact_linear, is_two_four, semi_structured_linear
+from secateurs.inference.kernels import CompactLinear, CsrLinear, compact_linear, is_two_four, semi_structured_linear
 
 
 def fake_timer(seconds: dict[str, float], default: float = 10.0):
@@ -200,7 +200,7 @@ def test_two_four_on_gpu():
 
 
 def test_a_kernel_that_fails_on_the_input_is_not_a_candidate(monkeypatch):
-    acc = importlib.import_module("secateurs.accelerate")  # the module; sc.accelerate is the function
+    acc = importlib.import_module("secateurs.inference.accelerate")  # the module; sc.accelerate is the function
 
     class Broken(nn.Module):
         def forward(self, x):

@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from secateurs import masking, regularizers
+from secateurs import masking
+from secateurs.training import regularizers
 from secateurs.errors import PruningError
 from secateurs.pruning import prune
-from secateurs.regularizers import PENALTIES, penalty
+from secateurs.training.regularizers import PENALTIES, penalty
 
 W = [[3.0, -4.0], [0.0, 1.0]]
 R2 = math.sqrt(2.0)

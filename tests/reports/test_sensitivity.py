@@ -276,3 +276,17 @@ def test_layer_with_another_parametrization_is_refused_untouched():
     r = sc.sensitivity(net, accuracy, (0.5,), layers={"0": None}, progress=False)
     assert list(r.table) == ["2.weight"]
     assert_same(net, before)
+
+
+def test_sensitivity_with_channels_undoes_every_mask():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.Flatten(),
+                        nn.Linear(4 * 2 * 2, 3)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        before = net(x)
+    sc.sensitivity(net, lambda m: float(m(x).sum()), (0.5,), granularity="channel", example_inputs=(x,),
+                   progress=False)
+    assert sc.masks(net) == {}
+    with torch.no_grad():
+        assert torch.equal(net(x), before)

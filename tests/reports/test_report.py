@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from secateurs import recipes, runner
-from secateurs.analysis import plots
-from secateurs.analysis.report import fmt, lookup
+from secateurs.runs import recipes, runner
+from secateurs.reports import plots
+from secateurs.reports.tables import fmt, lookup
 
 RECIPE = """\
 model: mlp

@@ -28,10 +28,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import secateurs as sc
-from secateurs import distributed, export, masking, recipes, runner
+from secateurs import masking, storage
+from secateurs.runs import recipes, runner
+from secateurs.training import distributed
 from secateurs.training import train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.distributed
 
 
@@ -46,7 +48,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _plain(model: nn.Module) -> dict[str, torch.Tensor]:
     """Weights as the layers use them (masked) and masks: what a saved round keeps."""
-    return {k: v.clone() for k, v in export.plain_state(model).items()}
+    return {k: v.clone() for k, v in storage.plain_state(model).items()}
 
 
 def _batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
