@@ -36,6 +36,7 @@ class Granularity:
 
     Attributes:
         syntax: how a user writes it (``("block:RxC",)``), for the CLI's help and messages.
+        example: one value :meth:`parse` accepts (``"block:4x4"``): the contract test builds it.
         structured: groups hold more than one weight (under global scope their scores are
             normalised per layer, see :func:`normalise`).
         elementwise: each weight is its own group, so scores may be computed in chunks and
@@ -47,6 +48,7 @@ class Granularity:
     """
 
     syntax: ClassVar[tuple[str, ...]] = ()
+    example: ClassVar[object] = None
     structured: ClassVar[bool] = False
     elementwise: ClassVar[bool] = False
     units: ClassVar[bool] = False
@@ -98,8 +100,8 @@ class Granularity:
 
 def register(cls: G) -> G:
     """Class decorator: add a granularity to the registry (its ``syntax`` says how it is written)."""
-    if not cls.syntax:
-        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'syntax'")
+    if not cls.syntax or cls.example is None:
+        raise TypeError(f"{cls.__name__} needs class attributes 'syntax' (how it is written) and 'example'")
     for other in _REGISTRY.values():
         if other is not cls and set(other.syntax) & set(cls.syntax):
             raise TypeError(f"granularity {cls.syntax[0]!r} is registered twice")

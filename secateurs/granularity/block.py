@@ -22,6 +22,7 @@ class Block(Granularity):
     rows: int = 4
     cols: int = 4
     syntax = ("block:RxC",)
+    example = "block:2x2"
     structured = True
 
     @property

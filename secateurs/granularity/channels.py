@@ -22,6 +22,7 @@ class Channels(Granularity):
 
     label: str = "channel"
     syntax = NAMES
+    example = "channel"
     structured = True
     units = True
 

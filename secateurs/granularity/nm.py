@@ -26,6 +26,7 @@ class NM(Granularity):
     n: int = 2
     m: int = 4
     syntax = ("N:M",)
+    example = "2:4"
     fixed_pattern = True
 
     @property

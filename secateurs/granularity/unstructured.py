@@ -13,6 +13,7 @@ class Unstructured(Granularity):
     """Each weight is its own group."""
 
     syntax = ("unstructured",)
+    example = "unstructured"
     elementwise = True
 
     @property

