@@ -13,9 +13,7 @@ granularity touches one new file (and its test).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from ..registry import load_package
 from .base import Granularity, normalise, register, registered, spellings, unknown
 from .unstructured import Unstructured  # registered in this order, the order users read them in
 from .channels import Channels  # noqa: I001
@@ -24,15 +22,8 @@ from .nm import NM
 
 __all__ = ["NM", "Block", "Channels", "Granularity", "Unstructured", "names", "normalise", "parse", "register"]
 
-_loaded = False
-
-
 def _load_all() -> None:
-    global _loaded
-    if not _loaded:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
-        _loaded = True
+    load_package(__name__, __path__)
 
 
 def names() -> list[str]:
