@@ -30,7 +30,7 @@ MOVED = {
     "secateurs.schedules": "secateurs.training.schedules",
     "secateurs.sparse_format": "secateurs.storage.sparse",
     "secateurs.sparse_linear": "secateurs.inference.kernels",
-    "secateurs.stage_runner": "secateurs.runs.schedules",
+    "secateurs.stage_runner": "secateurs.runs.stages",
     "secateurs.surgery.attention": "secateurs.modules.attention",
     "secateurs.surgery.bert": "secateurs.graph.structural",
     "secateurs.surgery.channels": "secateurs.coupled",

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from .. import masking, progress, storage, zoo
 from ..analysis.latency import latency_ms
@@ -19,21 +18,15 @@ from ..analysis.summary import summary
 from ..errors import PruningError
 from ..files import write_text
 from ..inference import accelerate
-from ..layers import resolve_layers
-from ..pruning import prune
 from ..reports import plots, write_reports
 from ..surgery.compact import compact
-from ..surgery.merge import merge_neurons
 from ..training import distributed
 from ..training.loop import evaluate, train
 from ..training.schedules import snapshot
-from .recipes import DATA_FREE, Recipe, Stage, key as recipe_key
-from .schedules import loss_penalty, run_schedule
-
-
-def _say(quiet: bool, text: str) -> None:
-    if not quiet:
-        print(text, flush=True)
+from .recipes import Recipe, key as recipe_key
+from .settings import Finetune
+from .stages import Row, StageContext
+from .stages.context import agree, format_accuracy, loss_penalty, row, say
 
 
 def build_model(recipe: Recipe) -> nn.Module:
@@ -67,7 +60,7 @@ def _trained(recipe: Recipe, model: nn.Module, out: Path, quiet: bool) -> nn.Mod
         return model
     main = distributed.is_main()  # under torchrun rank 0 reads and writes; the others get its weights
     if distributed.broadcast_object(main and path.is_file() and storage.read(path)[1].get("recipe_key") == key):
-        _say(quiet, f"reusing the trained dense model in {path}")
+        say(quiet, f"reusing the trained dense model in {path}")
         model = storage.load(path, model) if main else model
         distributed.broadcast_masks(model)
         return model
@@ -110,51 +103,24 @@ def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
     init_state = snapshot(model)  # the weights before training, for lottery-ticket rewinding
     init_w = _weights(model) if recipe.report and recipe.train.epochs else None  # for the report's plots
     model = _trained(recipe, model, out, quiet)
-    _agree(model, "dense", quiet)
-    test = zoo.dataset(recipe.data).test if recipe.data else None
+    agree(model, "dense", quiet)
+    ds = zoo.dataset(recipe.data) if recipe.data else None
+    test = ds.test if ds is not None else None
     example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
-    acc = (lambda: evaluate(model, test)) if test is not None else (lambda: None)
-    dense_acc, dense_sum, before = acc(), summary(model, example), _weights(model)
-    dense_ms = latency_ms(model, example)
-    stages = [_stage("dense", dense_acc, model, dense_sum.params)]
-    _say(quiet, f"dense: accuracy {_fmt(dense_acc)}, {dense_sum.total_params:,} parameters")
-    for i, st in enumerate(recipe.prune, start=1):
-        if st.schedule != "oneshot":
-            rounds = run_schedule(recipe, st, i, model, acc, out, init_state, quiet)
-            stages.extend({**r, "sparsity": 1.0 - summary(model).nonzero / dense_sum.params
-                           if r is rounds[-1] else r["sparsity"]} for r in rounds)
-            _agree(model, f"{st.schedule} {i}", quiet)
-            stages.append(_stage(f"{st.schedule} {i}", acc(), model, dense_sum.params))
-            _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}, "
-                        f"sparsity {stages[-1]['sparsity']:.2%}")
-            continue
-        if st.criterion == DATA_FREE:
-            merged = merge_neurons(model, st.amount, layers=st.layers or None, scaled=st.scaled,
-                                   example_inputs=example)
-            model = merged.model
-            label = f"merge {i}: data-free, amount {st.amount}" + (", scaled" if st.scaled else "")
-        else:
-            prune(model, st.sparsity, criterion=st.criterion, scope=st.scope, granularity=st.granularity,
-                  layers=st.layers or None, min_density=st.min_density, seed=st.seed,
-                  data=_calibration(recipe, st, i), loss_fn=F.cross_entropy, example_inputs=example)
-            label = f"prune {i}: {st.criterion} {st.scope} {st.sparsity:.0%}"
-        distributed.broadcast_masks(model)  # rank 0's decision, whatever the criterion saw
-        _agree(model, label, quiet)
-        stages.append(_stage(label, acc(), model, dense_sum.params))
-        _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}, "
-                    f"sparsity {stages[-1]['sparsity']:.2%}")
-        if st.finetune is not None and st.finetune.epochs and test is not None:
-            f = st.finetune
-            train(model, zoo.dataset(str(recipe.data)).train, epochs=f.epochs, lr=f.lr, batch_size=f.batch_size,
-                  weight_decay=f.weight_decay, seed=recipe.seed + i, desc=f"finetune {i}", progress=not quiet,
-                  penalty=loss_penalty(recipe))
-            _agree(model, f"finetune {i}", quiet)
-            stages.append(_stage(f"finetune {i}: {f.epochs} epochs", acc(), model, dense_sum.params))
-            _say(quiet, f"{stages[-1]['name']}: accuracy {_fmt(stages[-1]['accuracy'])}")
+    dense_acc = evaluate(model, test) if test is not None else None
+    dense_sum, before, dense_ms = summary(model, example), _weights(model), latency_ms(model, example)
+    ctx = StageContext(recipe, 0, model, out, train_data=ds.train if ds is not None else None, test_data=test,
+                       example=example, init_state=init_state, quiet=quiet, dense_params=dense_sum.params)
+    stages = [row("dense", dense_acc, model, dense_sum.params)]
+    say(quiet, f"dense: accuracy {format_accuracy(dense_acc)}, {dense_sum.total_params:,} parameters")
+    for i, stage in enumerate(recipe.prune, start=1):
+        model, rows = stage.run(dataclasses.replace(ctx, index=i, model=model))
+        stages.extend(rows)
+        stages.extend(_finetune(dataclasses.replace(ctx, index=i, model=model), stage.finetune))
     if recipe.export.compact:
         pruned_flops = summary(model, example).flops
         model = compact(model, example if example is not None else ())
-        _say(quiet, f"compacted: {sum(p.numel() for p in model.parameters()):,} parameters "
+        say(quiet, f"compacted: {sum(p.numel() for p in model.parameters()):,} parameters "
                     f"(FLOPs counted on the masked model: {pruned_flops:,})")
     final = summary(model, example)
     metrics = _metrics(recipe, dense_acc, dense_sum, stages, final, time.perf_counter() - start)
@@ -207,20 +173,18 @@ def _measure_files(metrics: dict[str, Any], out: Path, dense_ms: float | None, f
     metrics["dense"]["latency_ms"], metrics["final"]["latency_ms"] = dense_ms, final_ms
 
 
-def _calibration(recipe: Recipe, stage: Stage, i: int) -> list[Any] | None:
-    """The first ``calibration_batches`` shuffled training batches, for criteria that need data."""
-    if recipe.data is None:
-        return None
-    loader = DataLoader(zoo.dataset(recipe.data).train, batch_size=recipe.train.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(recipe.seed + 1000 * i))
-    return [b for _, b in zip(range(stage.calibration_batches), loader)]
+def _finetune(ctx: StageContext, settings: Finetune | None) -> list[Row]:
+    """Fine-tune ``ctx.model`` after stage ``ctx.index`` when that stage asks for it; the row it adds.
 
-
-def _agree(model: nn.Module, stage: str, quiet: bool) -> None:
-    """Under torchrun, stop the run if the ranks' masks, weights or buffers differ after ``stage``."""
-    checked = distributed.verify_identical(model)
-    if checked:
-        _say(quiet, f"{stage}: {checked} tensors identical on all {distributed.world()} processes")
+    Any stage kind may carry ``finetune``; the row is ``"finetune <i>: <epochs> epochs"``."""
+    if settings is None or not settings.epochs or ctx.test_data is None:
+        return []
+    i = ctx.index
+    ctx.train(ctx.model, settings, ctx.recipe.seed + i, f"finetune {i}")
+    agree(ctx.model, f"finetune {i}", ctx.quiet)
+    entry = ctx.row(ctx.model, f"finetune {i}: {settings.epochs} epochs")
+    say(ctx.quiet, f"{entry['name']}: accuracy {format_accuracy(entry['accuracy'])}")
+    return [entry]
 
 
 def check(recipe: Recipe) -> None:
@@ -233,19 +197,8 @@ def _check_stages(recipe: Recipe, model: nn.Module) -> None:
     """Catch what the schema cannot see (layer patterns, no prunable layers, batch sizes) before any work."""
     for batch_size in [recipe.train.batch_size] + [s.finetune.batch_size for s in recipe.prune if s.finetune]:
         distributed.local_batch(batch_size)  # under torchrun: a multiple of the number of processes
-    for st in recipe.prune:
-        if st.criterion != DATA_FREE:  # merging patterns are checked when it runs (it shrinks layers)
-            resolve_layers(model, st.layers or None, st.sparsity or 0.0)
-
-
-def _fmt(acc: float | None) -> str:
-    return "n/a (no data)" if acc is None else f"{acc:.2%}"
-
-
-def _stage(name: str, accuracy: float | None, model: nn.Module, dense_params: int) -> dict[str, Any]:
-    """A stage's metrics; sparsity relative to the dense model's prunable weights (merged layers shrink)."""
-    nonzero = summary(model).nonzero
-    return {"name": name, "accuracy": accuracy, "sparsity": 1.0 - nonzero / dense_params if dense_params else 0.0}
+    for stage in recipe.prune:
+        stage.check(model)
 
 
 def _metrics(recipe: Recipe, dense_acc: float | None, dense_sum: Any, stages: list[dict[str, Any]],
