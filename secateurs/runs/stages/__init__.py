@@ -15,14 +15,13 @@ without a schedule) and ``secateurs criteria`` come from this registry, and
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import Discriminator, GetCoreSchemaHandler, Tag
 from pydantic.fields import FieldInfo
 from pydantic_core import CoreSchema
 
+from ...registry import load_package
 from .base import ONESHOT, StageBase, get, kind_of, kinds, listed, names, register, schedules
 from .context import Row, StageContext
 
@@ -30,12 +29,7 @@ __all__ = ["ONESHOT", "Row", "Stage", "StageBase", "StageContext", "get", "kind_
            "once", "register", "schedules"]
 
 
-def _load_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
-
-
-_load_all()
+load_package(__name__, __path__)  # every stage kind, before the union of them is built
 
 
 def once() -> list[type[StageBase]]:
