@@ -191,15 +191,27 @@ def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
         raise PruningError(f"--{key.replace('_', '-')}: {msg}" if key else msg) from None
 
 
+def _list_criteria() -> None:
+    """The criteria a recipe or ``--criterion`` can name, then the ways to prune that stages provide
+    (each stage's own docstring says how to use it)."""
+    for name in criteria.names():
+        c = criteria.get(name)
+        if c.standalone:
+            needs = "data + loss" if c.needs_loss else "data" if c.needs_data else "no data"
+            print(f"{name:<12} {needs:<12} {_first_line(type(c))}")
+    print("\nstages of their own (recipes select them; see each line):")
+    for kind in stages.listed():
+        needs = "data + loss" if kind.trains_while_pruning else "no data"
+        print(f"{kind.listed_as:<12} {needs:<12} {_first_line(kind)}")
+
+
+def _first_line(cls: type) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0]
+
+
 def _dispatch(a: argparse.Namespace) -> int:
     if a.command == "criteria":
-        for name in criteria.names():
-            c = criteria.get(name)
-            needs = "data + loss" if c.needs_loss else "data" if c.needs_data else "no data"
-            doc = (type(c).__doc__ or "").strip().splitlines()[0]
-            print(f"{name:<12} {needs:<12} {doc}")
-        print(f"{recipes.DATA_FREE:<12} {'no data':<12} Merge redundant neurons (Srinivas & Babu 2015); "
-              "use --amount, not --sparsity.")
+        _list_criteria()
         return 0
     if a.command == "summary":
         model = runner.build_model(recipes.Recipe(model=a.model))
