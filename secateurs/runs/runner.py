@@ -23,7 +23,8 @@ from ..surgery.compact import compact
 from ..training import distributed
 from ..training.loop import evaluate, train
 from ..training.schedules import snapshot
-from .recipes import Recipe, key as recipe_key
+from .recipes import Recipe
+from .recipes import key as recipe_key
 from .settings import Finetune
 from .stages import Row, StageContext
 from .stages.context import agree, format_accuracy, loss_penalty, row, say

@@ -22,7 +22,17 @@ from pydantic.fields import FieldInfo
 from pydantic_core import CoreSchema
 
 from ...registry import load_package
-from .base import ONESHOT, StageBase, get, kind_of, kinds, listed, names, register, schedules
+from .base import (
+    ONESHOT,
+    StageBase,
+    get,
+    kind_of,
+    kinds,
+    listed,
+    names,
+    register,
+    schedules,
+)
 from .context import Row, StageContext
 
 __all__ = ["ONESHOT", "Row", "Stage", "StageBase", "StageContext", "get", "kind_of", "kinds", "listed", "names",

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .context import Row, StageContext
 
-__all__ = ["Allocation", "Every", "STANDALONE", "Scored", "Seeded", "Sparsity", "Training"]
+__all__ = ["STANDALONE", "Allocation", "Every", "Scored", "Seeded", "Sparsity", "Training"]
 
 STANDALONE = tuple(n for n in criteria.names() if criteria.get(n).standalone)
 """The criteria a recipe (and ``--criterion``) may name: those that need no object built in Python."""
