@@ -6,25 +6,33 @@ Example:
     >>> result = sc.prune(net, sparsity=0.75)
     >>> round(sc.sparsity(net), 2)
     0.75
+
+The package is built in layers, each importing only from those below it; see
+"Architecture and extending" in docs/guide.md.
 """
 
-from . import criteria
-from .accelerate import AccelerateResult, accelerate
-from .analysis import sensitivity, sparsity, summary
+from . import _moved, criteria
+from .analysis import sparsity, summary
 from .errors import PruningError
-from .export import export_onnx, load, save
+from .inference import AccelerateResult, accelerate
 from .masking import finalize, masks, restore
 from .pruning import PruneResult, prune, score
-from .learned import L0Gates, Movement
-from .regularizers import penalty
-from .runtime import RuntimeGate, average_flops, wrap_convs
-from .schedules import SET, Cubic, Gradual, Iterative, RigL
+from .reports import sensitivity
+from .storage import export_onnx, load, save
 from .surgery.compact import compact
+from .surgery.gates import RuntimeGate, average_flops, wrap_convs
 from .surgery.merge import MergeResult, merge_neurons
+from .training.learned import L0Gates, Movement
+from .training.regularizers import penalty
+from .training.schedules import SET, Cubic, Gradual, Iterative, RigL
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AccelerateResult", "accelerate", "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET", "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria", "export_onnx", "finalize", "load", "masks", "merge_neurons", "penalty", "prune",
-    "restore", "save", "score", "sensitivity", "sparsity", "summary",
+    "AccelerateResult", "accelerate", "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET",
+    "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria",
+    "export_onnx", "finalize", "load", "masks", "merge_neurons", "penalty", "prune", "restore", "save", "score",
+    "sensitivity", "sparsity", "summary",
 ]
+
+_moved.install()

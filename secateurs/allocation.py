@@ -23,7 +23,7 @@ model's size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -270,3 +270,32 @@ def split_masks(slots: Sequence[Slot], keys_of: KeyFn, sparsity: float) -> tuple
         for i, m in zip(pooled, masks):
             keep[i] = m
     return keep, shortfall
+
+
+def erk(shapes: Mapping[str, tuple[int, ...]], density: float) -> dict[str, float]:
+    """Erdős–Rényi-Kernel layer densities (Evci et al., 2020) with the given overall density.
+
+    A layer's density is proportional to ``Σ dims / Π dims``; layers that would exceed 1
+    are kept dense and the others rescaled.
+    """
+    total = {n: math.prod(s) for n, s in shapes.items()}
+    raw = {n: sum(s) / math.prod(s) for n, s in shapes.items()}
+    dense: set[str] = set()
+    while True:
+        budget = density * sum(total.values()) - sum(total[n] for n in dense)
+        eps = budget / sum(raw[n] * total[n] for n in shapes if n not in dense)
+        over = {n for n in shapes if n not in dense and eps * raw[n] > 1}
+        if not over:
+            return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+        dense |= over
+
+
+def uniform(shapes: Mapping[str, tuple[int, ...]], density: float) -> dict[str, float]:
+    """Every layer keeps the same fraction ``density``."""
+    return dict.fromkeys(shapes, density)
+
+
+DISTRIBUTIONS: dict[str, Callable[[Mapping[str, tuple[int, ...]], float], dict[str, float]]] = {
+    "erk": erk, "uniform": uniform,
+}
+"""Per-layer densities from an overall density (RigL / SET ``distribution=``)."""

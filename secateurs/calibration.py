@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from . import masking
 from .errors import PruningError
+from .inputs import evaluating
 from .progress import track
 
 Batch = tuple[tuple[Any, ...], dict[str, Any], Any]
@@ -69,19 +70,6 @@ def batch_size(batch: Batch) -> int:
     args, kwargs, _ = batch
     first = args[0] if args else next(iter(kwargs.values()))
     return int(first.shape[0])
-
-
-@contextlib.contextmanager
-def evaluating(*models: nn.Module) -> Iterator[None]:
-    """Eval mode inside; on exit every submodule gets back its own mode (a frozen BatchNorm stays frozen)."""
-    saved = [(m, m.training) for model in models for m in model.modules()]
-    try:
-        for model in models:
-            model.eval()
-        yield
-    finally:
-        for m, training in saved:
-            m.training = training
 
 
 @contextlib.contextmanager

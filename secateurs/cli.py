@@ -9,10 +9,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import types
+import typing
 from collections.abc import Sequence
+from typing import Any
 
-from . import criteria, distributed, progress, recipes
+import torch
+
+from . import criteria, progress, zoo
+from .analysis.summary import summary
 from .errors import PruningError
+from .runs import compare, recipes, runner, stages
+from .storage import export_onnx
+from .surgery.compact import compact
+from .training import distributed
 
 DEFAULT_OUT = "secateurs-out"
 
@@ -38,22 +48,13 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prune", help="prune a saved model (or a zoo model) once")
     pr.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
-    pr.add_argument("--sparsity", type=float, help="fraction of weights removed, in [0, 1)")
-    pr.add_argument("--amount", help="with --criterion data-free: fraction of neurons merged, or auto")
-    pr.add_argument("--scaled", action="store_true", help="with --criterion data-free: merge positive multiples too")
-    pr.add_argument("--criterion", default="magnitude",
-                    help="see `secateurs criteria` (default magnitude); data-free merges neurons with no data")
-    pr.add_argument("--granularity", default="unstructured",
-                    help="unstructured (default), neuron, channel, filter, block:RxC or N:M such as 2:4")
-    pr.add_argument("--scope", default="global", help="global or local (default global)")
-    pr.add_argument("--min-density", type=float, default=0.0, help="fraction every layer keeps at least")
+    _stage_flags(pr)
     pr.add_argument("--layer", action="append", default=[], metavar="PATTERN=SPARSITY",
                     help="per-layer sparsity, or PATTERN=none to exclude; repeatable")
     pr.add_argument("--data", help="zoo dataset to measure accuracy and fine-tune on")
-    pr.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs after pruning")
-    pr.add_argument("--seed", type=int, default=0, help="seed for stochastic criteria")
-    pr.add_argument("--calibration-batches", type=int, default=8,
-                    help="batches of --data given to criteria that need data (default 8)")
+    epochs = recipes.Finetune.model_fields["epochs"]
+    pr.add_argument("--finetune-epochs", type=int, default=epochs.default,
+                    help=f"fine-tuning after pruning: {epochs.description} (default {epochs.default})")
     pr.add_argument("--compact", action="store_true",
                     help="physically remove the pruned channels (with --granularity neuron/channel/filter)")
     pr.add_argument("-o", "--out", required=True, help="output directory")
@@ -91,11 +92,6 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def _export(a: argparse.Namespace) -> int:
     """``secateurs export MODEL --onnx OUT``: ONNX of the (masked, finalized or compacted) model."""
-    import torch
-
-    from . import runner, zoo
-    from .export import export_onnx
-
     if os.path.isdir(a.onnx):
         raise PruningError(f"--onnx {a.onnx!r} is a directory; give the file to write")
     model = runner.build_model(recipes.Recipe(model=a.model))
@@ -103,8 +99,6 @@ def _export(a: argparse.Namespace) -> int:
     if inputs is None:
         raise PruningError(f"{a.model!r} does not record its input shape; pass --input-shape")
     if a.compact:
-        from .surgery.compact import compact
-
         model = compact(model, inputs)
     try:
         diff = export_onnx(model, inputs, a.onnx)
@@ -133,16 +127,60 @@ def _layers(items: list[str]) -> dict[str, float | None]:
     return out
 
 
+_UNIONS = (typing.Union, types.UnionType)
+
+
+def _flag_type(annotation: Any) -> type | None:
+    """``int``, ``float``, ``bool`` or ``str`` for a scalar field's annotation (``X | None`` counts as ``X``;
+    a Literal of strings or a union of several types is ``str``, left to the model to convert); ``None`` for
+    a field no single flag can hold (a mapping, a settings block)."""
+    args = [a for a in (typing.get_args(annotation) if typing.get_origin(annotation) in _UNIONS else (annotation,))
+            if a is not type(None)]
+    if len(args) == 1 and args[0] in (bool, int, float, str):
+        return args[0]
+    scalar = all(a in (int, float, str) or typing.get_origin(a) is typing.Literal for a in args)
+    return str if scalar else None
+
+
+def _stage_fields() -> dict[str, tuple[type[stages.StageBase], Any]]:
+    """``{field: (the first kind that has it, its FieldInfo)}`` over the kinds ``prune`` runs (a stage with
+    no schedule: one-shot, then the kinds a criterion selects), scalar fields only. ``schedule`` is left out:
+    the command prunes once, a recipe picks other schedules."""
+    found: dict[str, tuple[type[stages.StageBase], Any]] = {}
+    for kind in stages.once():
+        for name, field in kind.model_fields.items():
+            if name != "schedule" and name not in found and _flag_type(field.annotation) is not None:
+                found[name] = (kind, field)
+    return found
+
+
+def _stage_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per scalar field of the stages ``prune`` runs: ``--min-density`` from ``min_density``, its help
+    from the field's description, its type and default from the field's."""
+    first = stages.once()[0]
+    by_criterion = [k for k in stages.once() if k.by_criterion]
+    for name, (kind, field) in _stage_fields().items():
+        kind_type = _flag_type(field.annotation)
+        shown = field.default is not None and kind_type is not bool
+        words = field.description + (f" (default {field.default})" if shown else "")
+        if kind is not first:
+            words = f"with --{kind.selector()}: {words}"
+        if name == "criterion":  # the field kind_of reads: it also selects the kinds a criterion names
+            words += "".join(f"; {k.name}: {(k.__doc__ or '').strip().splitlines()[0]}" for k in by_criterion)
+        flag = "--" + name.replace("_", "-")
+        if kind_type is bool:
+            p.add_argument(flag, action="store_true", default=field.default, help=words)
+        else:
+            p.add_argument(flag, type=kind_type, default=field.default, help=words)
+
+
 def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
-    amount = a.amount
-    if amount is not None and amount != "auto":
-        try:
-            amount = float(amount)
-        except ValueError:
-            raise PruningError(f"--amount must be a fraction in [0, 1) or auto, got {a.amount!r}") from None
-    stage = {"sparsity": a.sparsity, "criterion": a.criterion, "scope": a.scope, "amount": amount, "scaled": a.scaled,
-             "granularity": a.granularity, "min_density": a.min_density, "layers": _layers(a.layer),
-             "seed": a.seed, "calibration_batches": a.calibration_batches}
+    fields = _stage_fields()
+    given = {name: getattr(a, name) for name in fields}
+    kind = stages.get(stages.kind_of(given))
+    # the chosen kind's fields, and any other flag given a value of its own (the kind then rejects it, naming it)
+    stage = {k: v for k, v in given.items() if k in kind.model_fields or v != fields[k][1].default}
+    stage["layers"] = _layers(a.layer)
     if a.finetune_epochs:
         stage["finetune"] = {"epochs": a.finetune_epochs}
     raw = {"model": a.model, "data": a.data, "prune": [stage], "export": {"compact": a.compact}}
@@ -153,23 +191,30 @@ def _prune_recipe(a: argparse.Namespace) -> recipes.Recipe:
         raise PruningError(f"--{key.replace('_', '-')}: {msg}" if key else msg) from None
 
 
-def _dispatch(a: argparse.Namespace) -> int:
-    from . import runner
-
-    if a.command == "criteria":
-        for name in criteria.names():
-            c = criteria.get(name)
+def _list_criteria() -> None:
+    """The criteria a recipe or ``--criterion`` can name, then the ways to prune that stages provide
+    (each stage's own docstring says how to use it)."""
+    for name in criteria.names():
+        c = criteria.get(name)
+        if c.standalone:
             needs = "data + loss" if c.needs_loss else "data" if c.needs_data else "no data"
-            doc = (type(c).__doc__ or "").strip().splitlines()[0]
-            print(f"{name:<12} {needs:<12} {doc}")
-        print(f"{recipes.DATA_FREE:<12} {'no data':<12} Merge redundant neurons (Srinivas & Babu 2015); "
-              "use --amount, not --sparsity.")
+            print(f"{name:<12} {needs:<12} {_first_line(type(c))}")
+    print("\nstages of their own (recipes select them; see each line):")
+    for kind in stages.listed():
+        needs = "data + loss" if kind.trains_while_pruning else "no data"
+        print(f"{kind.listed_as:<12} {needs:<12} {_first_line(kind)}")
+
+
+def _first_line(cls: type) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0]
+
+
+def _dispatch(a: argparse.Namespace) -> int:
+    if a.command == "criteria":
+        _list_criteria()
         return 0
     if a.command == "summary":
         model = runner.build_model(recipes.Recipe(model=a.model))
-        from . import zoo
-        from .analysis.summary import summary
-
         print(summary(model, zoo.example_inputs(model)))
         return 0
     if a.command == "compare":
@@ -189,8 +234,6 @@ def _dispatch(a: argparse.Namespace) -> int:
 
 
 def _compare(a: argparse.Namespace) -> int:
-    from . import compare
-
     names = compare.method_names(a.recipes)
     found = {name: recipes.load(path) for name, path in zip(names, a.recipes)}
     compare.check_shared(found)  # before any work: a mismatch is bad input, not a half-finished run

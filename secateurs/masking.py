@@ -75,6 +75,27 @@ def param_name(module_name: str, tensor_name: str = "weight") -> str:
     return f"{module_name}.{tensor_name}" if module_name else tensor_name
 
 
+def split_key(key: str) -> tuple[str, str | None]:
+    """A ``state_dict`` key as ``(plain parameter name, leaf inside its parametrization or None)``.
+
+    Example:
+        >>> split_key("fc1.parametrizations.weight.0.mask"), split_key("fc1.bias")
+        (('fc1.weight', '0.mask'), ('fc1.bias', None))
+    """
+    if ".parametrizations." not in f".{key}":
+        return key, None
+    head, _, rest = key.partition("parametrizations.")
+    tensor_name, _, leaf = rest.partition(".")
+    return f"{head}{tensor_name}", leaf
+
+
+def parametrized_key(name: str, leaf: str) -> str:
+    """``"fc1.weight"`` -> ``"fc1.parametrizations.weight.<leaf>"`` (``leaf``: ``"original"``, ``"0.mask"``)."""
+    module_name, _, tensor_name = name.rpartition(".")
+    prefix = f"{module_name}." if module_name else ""
+    return f"{prefix}parametrizations.{tensor_name}.{leaf}"
+
+
 def mask_module(module: nn.Module, tensor_name: str = "weight") -> Mask | None:
     """The :class:`Mask` parametrization on ``module.<tensor_name>``, or ``None``."""
     if not parametrize.is_parametrized(module, tensor_name):

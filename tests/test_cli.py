@@ -93,6 +93,31 @@ def test_criteria_lists_magnitude_and_random(tmp_path: Path) -> None:
     assert r.stderr == ""
 
 
+def test_criteria_lists_stage_provided_ways_after_the_criteria(tmp_path: Path) -> None:
+    r = cli("criteria", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    head, _, tail = r.stdout.partition("\n\n")
+    names = [line.split()[0] for line in head.splitlines()]
+    assert "magnitude" in names and "movement" not in names and "data-free" not in names  # usable by name
+    lines = {line.split()[0]: line for line in tail.splitlines()[1:]}
+    assert "use --amount" in lines["data-free"]
+    assert "sc.Movement" in lines["movement"] and "schedule: movement" in lines["movement"]
+
+
+def test_prune_flags_keep_their_names_and_defaults() -> None:
+    from secateurs import cli as command
+
+    a = command._parser().parse_args(["prune", "m.safetensors", "-o", "out"])
+    assert {k: v for k, v in vars(a).items() if k not in ("command", "model", "out", "debug")} == {
+        "sparsity": None, "amount": None, "scaled": False, "criterion": "magnitude", "granularity": "unstructured",
+        "scope": "global", "min_density": 0.0, "layer": [], "data": None, "finetune_epochs": 0, "seed": 0,
+        "calibration_batches": 8, "compact": False, "quiet": False}
+    a = command._parser().parse_args(["prune", "m", "--sparsity", "0.5", "--min-density", "0.1", "--amount", "auto",
+                                      "--scaled", "--calibration-batches", "3", "--seed", "2", "-o", "x", "-q"])
+    assert (a.sparsity, a.min_density, a.amount, a.scaled, a.calibration_batches, a.seed, a.quiet) == (
+        0.5, 0.1, "auto", True, 3, 2, True)
+
+
 def test_demo_exits_zero_and_writes_its_outputs(demo: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     result, out = demo
     assert result.returncode == 0, result.stderr
@@ -231,6 +256,12 @@ BAD_INPUT = {
                           ["criterion", "nope", "magnitude"]),
     "bad-scope": ({}, ["prune", "m.safetensors", "--sparsity", "0.5", "--scope", "wide", "-o", "out"],
                   ["scope", "global", "local"]),
+    "bad-min-density": ({}, ["prune", "m.safetensors", "--sparsity", "0.5", "--min-density", "2", "-o", "out"],
+                        ["--min-density:", "2"]),
+    "criterion-movement": ({}, ["prune", "m.safetensors", "--sparsity", "0.5", "--criterion", "movement",
+                                "-o", "out"], ["--criterion:", "movement", "schedule"]),
+    "flag-of-another-kind": ({}, ["prune", "m.safetensors", "--criterion", "data-free", "--amount", "0.3",
+                                  "--sparsity", "0.5", "-o", "out"], ["--sparsity:", "data-free"]),
     "layer-matches-nothing": ({}, ["prune", "m.safetensors", "--sparsity", "0.5", "--layer", "zzz*=0.5",
                                    "-o", "out"], ["zzz*"]),
     "not-a-secateurs-save": ({"x.safetensors": "this is just text\n"},

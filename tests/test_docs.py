@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from secateurs import recipes
+from secateurs.runs import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 

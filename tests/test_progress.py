@@ -107,7 +107,7 @@ def test_a_loader_without_a_length_is_counted_without_a_total() -> None:
 
 
 def test_a_quiet_run_silences_every_bar_not_just_training(tmp_path: Path) -> None:
-    from secateurs import recipes, runner
+    from secateurs.runs import recipes, runner
 
     recipe = recipes.parse("model: mlp\nmodel_args: {widths: [16]}\ndata: digits\ntrain: {epochs: 0}\n"
                            "prune:\n  - {sparsity: 0.5, criterion: taylor, calibration_batches: 2}\n"
@@ -142,7 +142,7 @@ def test_cli_off_a_terminal_prints_plain_lines_and_quiet_prints_nothing(tmp_path
 
 
 def test_iterative_rounds_and_compaction_of_big_models_report_progress() -> None:
-    from secateurs.surgery.compact import apply
+    from secateurs.surgery.records import apply
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import secateurs as sc
@@ -115,3 +116,33 @@ def test_pruned_model_still_trains_and_masks_hold():
         opt.step()
     assert float(loss) < first
     assert sc.sparsity(net) == pytest.approx(0.8, abs=1 / 300)
+
+
+def test_submodule_modes_are_restored():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).train()
+    net[1].eval()  # a frozen BatchNorm
+    data = [(torch.randn(6, 4), torch.randint(0, 3, (6,)))]
+    x = torch.randn(2, 4)
+    sc.prune(net, 0.3, criterion="taylor", data=data, loss_fn=F.cross_entropy)
+    sc.prune(net, 0.3, granularity="channel", example_inputs=(x,))
+    sc.summary(net, (x,))
+    sc.compact(net, (x,))
+    assert net.training and not net[1].training
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"layers": {"*": None}}, "excludes every prunable layer"),
+        ({"layers": ["0"]}, "layers must be a dict"),
+        ({"criterion": "wanda", "data": 5}, "data= must be an iterable"),
+        ({"criterion": "random", "seed": "a"}, "seed must be an integer"),
+        ({"granularity": "channel", "example_inputs": (torch.ones(1, 7),)}, "example_inputs do not fit"),
+    ],
+)
+def test_bad_input_is_one_clear_error(kwargs, match):
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(sc.PruningError, match=match):
+        sc.prune(net, 0.5, **kwargs)
+    assert sc.masks(net) == {}

@@ -1,6 +1,5 @@
-"""Metrics, FLOPs, tables and plots: what a person reads after pruning."""
+"""Measuring a model: per-layer sparsity table, FLOPs and latency (what reports and results show)."""
 
 from .summary import LayerStats, Summary, sparsity, summary
-from .sensitivity import SensitivityResult, sensitivity
 
-__all__ = ["LayerStats", "SensitivityResult", "Summary", "sensitivity", "sparsity", "summary"]
+__all__ = ["LayerStats", "Summary", "sparsity", "summary"]

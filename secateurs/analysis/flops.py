@@ -9,26 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .. import masking
-from ..calibration import evaluating
-from ..errors import PruningError
-
-
-def as_inputs(example_inputs: Any) -> tuple[Any, ...]:
-    """Accept one tensor, a dict of tensors (keyword inputs) or a tuple of inputs; return a tuple."""
-    if isinstance(example_inputs, (torch.Tensor, dict)):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)):
-        return tuple(example_inputs)
-    raise PruningError(
-        f"example_inputs must be a tensor, a dict of tensors or a tuple of inputs, got {type(example_inputs).__name__}"
-    )
-
-
-def call_model(model: nn.Module, inputs: tuple[Any, ...]) -> Any:
-    """``model(*inputs)``, or ``model(**inputs[0])`` for one dict of tensors (Hugging Face)."""
-    if len(inputs) == 1 and isinstance(inputs[0], dict):
-        return model(**inputs[0])
-    return model(*inputs)
+from ..inputs import as_inputs, call_model, evaluating
 
 
 def count_flops(model: nn.Module, example_inputs: Any) -> tuple[dict[str, int], int]:

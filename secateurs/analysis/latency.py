@@ -9,8 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibration import evaluating
-from .flops import as_inputs, call_model
+from ..inputs import as_inputs, call_model, evaluating
 
 
 def latency_ms(model: nn.Module, example_inputs: Any, repeats: int = 25, budget_s: float = 1.0) -> float | None:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .. import masking
+from .flops import count_flops
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,6 @@ def summary(model: nn.Module, example_inputs: Any = None) -> Summary:
         >>> s.params, s.flops_dense
         (8, 16)
     """
-    from .flops import count_flops
-
     rows = _all_stats(model)
     total = sum(p.numel() for p in model.parameters())
     out = Summary(rows, total)

@@ -9,7 +9,6 @@ choices and ``secateurs criteria`` come from this registry.
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -17,9 +16,9 @@ from typing import Any, ClassVar, TypeVar
 from torch import Tensor, nn
 
 from ..errors import PruningError
+from ..registry import load_package
 
 _REGISTRY: dict[str, type[Criterion]] = {}
-_loaded = False
 
 C = TypeVar("C", bound="type[Criterion]")
 
@@ -111,11 +110,7 @@ def register(cls: C) -> C:
 
 
 def _load_all() -> None:
-    global _loaded
-    if not _loaded:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
-        _loaded = True
+    load_package(__name__, __path__)
 
 
 def names() -> list[str]:

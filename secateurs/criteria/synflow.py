@@ -28,6 +28,8 @@ from torch import Tensor, nn
 
 from .. import calibration, masking
 from ..errors import PruningError
+from ..layers import Target
+from ..selection import keep_masks
 from . import Context, Criterion, register
 from ._gradient import Accumulated
 
@@ -64,8 +66,6 @@ class SynFlow(Criterion):
         self.scores: dict[str, Tensor] = {}
 
     def prepare(self, ctx: Context) -> None:
-        from ..pruning import Target, allocate  # pruning imports the criteria package
-
         net = _linearised(ctx.model)
         layers = {name: net.get_submodule(name.rpartition(".")[0]) for name in ctx.layers}
         device = next((p.device for p in net.parameters()), torch.device("cpu"))
@@ -77,7 +77,7 @@ class SynFlow(Criterion):
             if not ctx.sparsity:
                 break
             p = 1 - (1 - ctx.sparsity) ** (k / rounds)
-            keep, _ = allocate(targets, _Given(scores), ctx.granularity, ctx.scope, p, ctx.min_density)
+            keep, _ = keep_masks(targets, _Given(scores), ctx.granularity, ctx.scope, p, ctx.min_density)
             for t, mask in zip(targets, keep):
                 masking.set_mask(t.module, mask)
         for name, module in layers.items():
@@ -97,7 +97,7 @@ def _linearised(model: nn.Module) -> nn.Module:
         for name, t in list(net.named_parameters()) + list(net.named_buffers()):
             if not t.is_floating_point():
                 continue
-            plain = name.replace(".parametrizations.", ".").removesuffix(".original")
+            plain = masking.split_key(name)[0]
             leaf = plain.rpartition(".")[2]  # e.g. "bias", "in_proj_bias", "running_mean"
             t.zero_() if leaf.endswith("bias") or leaf == "running_mean" else t.abs_()
     return net

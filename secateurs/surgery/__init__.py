@@ -1,1 +1,1 @@
-"""Structured surgery: channel dependencies, physical removal, data-free merging."""
+"""Changing a model's structure: compaction, data-free merging, runtime gates, and the records that replay them."""

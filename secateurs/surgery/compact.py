@@ -8,8 +8,8 @@ unchanged. ``sc.prune(..., granularity="channel", example_inputs=...)`` prunes
 in exactly that form. Each module keeps at least one output row.
 
 The change is recorded on the new model as ``secateurs_surgery``: per module,
-the rows, columns and norm entries kept. :func:`replay` applies such a record to
-a fresh instance of the original architecture, which is how :func:`secateurs.load`
+the rows, columns and norm entries kept. :func:`.records.replay` applies such a record
+to a fresh instance of the original architecture, which is how :func:`secateurs.load`
 rebuilds a compacted model from its file.
 """
 
@@ -23,12 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import masking
-from ..analysis.flops import as_inputs, call_model
-from ..calibration import evaluating
-from ..export import SURGERY_ATTR
-from ..progress import track
-from .attention import PrunedMultiheadAttention, row_tensors
-from .graph import NORMS, ChannelGraph, analyse
+from ..graph import NORMS, ChannelGraph, analyse
+from ..inputs import as_inputs, call_model, check_same, evaluating, first_tensor
+from ..modules.attention import row_tensors
+from .records import apply, record
+
 TOLERANCE = 1e-4
 
 
@@ -102,74 +101,6 @@ def plan(model: nn.Module, g: ChannelGraph) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _take(t: Tensor | None, dim: int, idx: list[int]) -> Tensor | None:
-    return None if t is None else t.detach().index_select(dim, torch.tensor(idx, dtype=torch.long, device=t.device))
-
-
-def _set(module: nn.Module, name: str, value: Tensor | None) -> None:
-    if value is None:
-        return
-    old = getattr(module, name)
-    if isinstance(old, nn.Parameter):
-        setattr(module, name, nn.Parameter(value.clone(), requires_grad=old.requires_grad))
-    else:
-        setattr(module, name, value.clone())
-
-
-def shrink(module: nn.Module, change: dict[str, Any]) -> None:
-    """Apply one module's entry of a plan (rows, cols, norm, attrs) in place."""
-    for attr, value in change.get("attrs", {}).items():
-        setattr(module, attr, value)
-    if "norm" in change:
-        idx = change["norm"]
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            _set(module, name, _take(getattr(module, name, None), 0, idx))
-        module.num_features = len(idx)
-    if "rows" in change:
-        idx = change["rows"]
-        _set(module, "weight", _take(module.weight, 0, idx))
-        _set(module, "bias", _take(getattr(module, "bias", None), 0, idx))
-        if isinstance(module, nn.Linear):
-            module.out_features = len(idx)
-        else:
-            module.out_channels = len(idx)
-            if module.groups > 1:  # depthwise: its inputs are the same channels
-                module.in_channels = module.groups = len(idx)
-    if "cols" in change:
-        idx = change["cols"]
-        _set(module, "weight", _take(module.weight, 1, idx))
-        if isinstance(module, nn.Linear):
-            module.in_features = len(idx)
-        else:
-            module.in_channels = len(idx)
-
-
-def apply(model: nn.Module, step: dict[str, dict[str, Any]]) -> None:
-    """Apply one plan to ``model`` in place: replace attention modules, wrap gated convs, shrink the rest."""
-    from ..runtime import wrap_convs  # runtime imports the analysis code that imports this module
-
-    for name, change in step.items():
-        if "runtime" in change:  # input-dependent channel gating (schedule: runtime)
-            wrap_convs(model, change["runtime"]["keep"], layers=[name], hidden=change["runtime"]["hidden"])
-        if "heads" in change:
-            parent, _, child = name.rpartition(".")
-            old = model.get_submodule(name)
-            setattr(model.get_submodule(parent) if parent else model, child,
-                    PrunedMultiheadAttention.from_mha(old, change["heads"]).train(old.training))
-    # A bar only for big models: a few dozen modules shrink in milliseconds.
-    for name, change in track(step.items(), "compact", unit="module", enabled=len(step) >= 64):
-        if "heads" not in change and "runtime" not in change:
-            shrink(model.get_submodule(name), change)
-
-
-def replay(model: nn.Module, steps: Sequence[dict[str, dict[str, Any]]]) -> nn.Module:
-    """Apply recorded surgery ``steps`` to ``model`` (a fresh instance of the architecture), in place."""
-    for step in steps:
-        apply(model, step)
-    setattr(model, SURGERY_ATTR, [*getattr(model, SURGERY_ATTR, []), *steps])
-    return model
-
-
 def compact(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[str] = ()) -> nn.Module:
     """A new, smaller, dense model whose outputs equal the masked model's.
 
@@ -192,30 +123,11 @@ def compact(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[str] =
     step = plan(model, g)
     new = masking.finalize(copy.deepcopy(model))
     apply(new, step)
-    setattr(new, SURGERY_ATTR, [*getattr(model, SURGERY_ATTR, []), step])
-    _check_same(model, new, inputs)
+    record(new, step)
+    with torch.no_grad(), evaluating(model, new):
+        check_same(first_tensor(call_model(model, inputs)), first_tensor(call_model(new, inputs)), "compact",
+                   rtol=TOLERANCE)
     return new
 
 
-def _check_same(model: nn.Module, new: nn.Module, inputs: tuple[Any, ...]) -> None:
-    with torch.no_grad(), evaluating(model, new):
-        a, b = _first_tensor(call_model(model, inputs)), _first_tensor(call_model(new, inputs))
-    if isinstance(a, Tensor) and isinstance(b, Tensor):
-        diff = float((a - b).abs().max()) if a.numel() else 0.0
-        scale = max(1.0, float(a.abs().max()) if a.numel() else 1.0)
-        if diff > TOLERANCE * scale:
-            raise RuntimeError(f"compact changed the model's outputs by {diff:.3g}; please report this as a bug")
-
-
-def _first_tensor(out: Any) -> Any:
-    """The main output: the tensor itself, ``last_hidden_state`` or the first element."""
-    if isinstance(out, Tensor):
-        return out
-    if hasattr(out, "last_hidden_state"):
-        return out.last_hidden_state
-    if isinstance(out, (tuple, list)) and out:
-        return _first_tensor(out[0])
-    return out
-
-
-__all__ = ["NORMS", "compact", "plan", "replay", "shrink"]
+__all__ = ["NORMS", "compact", "dead_roots", "plan"]

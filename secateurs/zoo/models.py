@@ -11,7 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PruningError
-from ..export import ARCH_ATTR
+
+ARCH_ATTR = "secateurs_arch"
+"""The model attribute recording how a zoo model was built (name, arguments, input shape), saved in its file."""
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _INPUTS: dict[str, Callable[[dict[str, Any]], tuple[int, ...]]] = {}

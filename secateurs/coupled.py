@@ -1,0 +1,135 @@
+"""Coupled channel pruning: channels tied by the graph are scored and removed together.
+
+Used by :func:`secateurs.prune` when the granularity removes whole units (``neuron`` /
+``channel`` / ``filter``) and ``example_inputs`` are given. A *unit* is one coupled channel (a
+union–find root of :mod:`.graph`): the rows of every layer that produce it
+(e.g. both convs feeding a residual add, a depthwise filter) and the BatchNorm
+entries on it. A unit's score is the mean, over its rows, of the row's score
+(mean element score) divided by the mean absolute row score of its layer.
+Units are grouped into *spaces* (units produced by the same set of layers):
+local scope removes ``round(p · units)`` of each space, global scope compares
+all units. A removed unit's rows, biases and BatchNorm weight/bias are masked,
+and so are the input columns that read it, so the model computes exactly what
+:func:`secateurs.compact` will compute with the channel gone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import allocation, granularity as gran, masking
+from .criteria import Criterion
+from .graph import ChannelGraph, analyse
+from .modules.attention import ATTENTION, row_tensors
+
+
+def _row_scores(targets: dict[str, nn.Module], crit: Criterion, group: gran.Granularity) -> dict[str, Tensor]:
+    """Normalised score of each output row; an attention head's q/k/v rows score as its out_proj columns."""
+    out = {}
+    with torch.no_grad():
+        for name, module in targets.items():
+            if isinstance(module, ATTENTION):
+                proj = module.out_proj
+                cols = crit.score(masking.param_name(f"{name}.out_proj"), proj.weight.detach()).float().mean(dim=0)
+                out[name] = gran.normalise(cols.repeat(3))
+            else:
+                param = masking.param_name(name)
+                out[name] = gran.normalise(group.groups(crit.score(param, module.weight.detach())).float())
+    return out
+
+
+def _row_pruned(module: nn.Module) -> Tensor:
+    weight_name, _ = row_tensors(module)
+    mask = masking.get_mask(module, weight_name)
+    if mask is None:
+        return torch.zeros(getattr(module, weight_name).shape[0], dtype=torch.bool)
+    return ~mask.reshape(mask.shape[0], -1).any(dim=1)
+
+
+def units_and_spaces(
+    g: ChannelGraph, targets: dict[str, nn.Module]
+) -> tuple[dict[int, list[tuple[str, int]]], dict[frozenset[str], list[int]]]:
+    """Units whose every row belongs to a target layer, and their spaces."""
+    units = {r: m for r, m in g.units().items() if all(name in targets for name, _ in m)}
+    spaces: dict[frozenset[str], list[int]] = {}
+    for root, members in units.items():
+        spaces.setdefault(frozenset(n for n, _ in members), []).append(root)
+    return units, spaces
+
+
+def coupled_masks(
+    model: nn.Module,
+    targets: dict[str, tuple[nn.Module, float | None, bool]],
+    crit: Criterion,
+    group: gran.Granularity,
+    scope: str,
+    sparsity: float,
+    min_density: float,
+    example_inputs: tuple[object, ...],
+    leaf_modules: tuple[str, ...] = (),
+) -> tuple[list[tuple[nn.Module, str, Tensor]], int]:
+    """Masks ``(module, tensor name, keep)`` for coupled channel pruning, and the shortfall."""
+    g = analyse(model, example_inputs, leaf_modules)
+    mods = {n: m for n, (m, _, _) in targets.items()}
+    for name in g.attention:  # heads are pruned when the output projection is
+        if f"{name}.out_proj" in targets:
+            mods[name] = model.get_submodule(name)
+            targets = {**targets, name: targets[f"{name}.out_proj"]}
+    units, spaces = units_and_spaces(g, mods)
+    rows = _row_scores(mods, crit, group)
+    pruned_rows = {n: _row_pruned(m) for n, m in mods.items()}
+    order, slots, scores = [], [], []
+    for members_set, roots in spaces.items():
+        unit_scores = torch.stack([torch.stack([rows[n][i] for n, i in units[r]]).mean() for r in roots])
+        current = torch.tensor([not all(bool(pruned_rows[n][i]) for n, i in units[r]) for r in roots])
+        own = [targets[n][1] for n in sorted(members_set) if targets[n][2] or scope == "local"]
+        slots.append(allocation.Slot(len(roots), own[0] if own else None,
+                                     allocation.min_keep(min_density, len(roots)), current))
+        scores.append(unit_scores)
+        order.append(roots)
+
+    def keys_of(i: int):
+        keys = allocation.to_keys(scores[i].clone(), owned=True)
+        keys.masked_fill_(~slots[i].current, allocation.FORCED)
+        yield keys
+
+    keep, shortfall = allocation.split_masks(slots, keys_of, sparsity)
+    removed = {r for roots, k in zip(order, keep) for r, kept in zip(roots, k.tolist()) if not kept}
+    return _masks(model, g, mods, removed), shortfall
+
+
+def _masks(
+    model: nn.Module, g: ChannelGraph, mods: dict[str, nn.Module], removed: set[int]
+) -> list[tuple[nn.Module, str, Tensor]]:
+    def gone(atoms: list[int]) -> Tensor:
+        return torch.tensor([g.atoms.find(a) in removed for a in atoms], dtype=torch.bool)
+
+    out = []
+    for name, module in mods.items():
+        weight_name, bias_name = row_tensors(module)
+        w = masking.original(module, weight_name)
+        keep = torch.ones(w.shape, dtype=torch.bool)
+        if name in g.rows:
+            dead_rows = gone(g.rows[name])
+            keep[dead_rows] = False
+            if getattr(module, bias_name, None) is not None and bool(dead_rows.any()):
+                out.append((module, bias_name, _with_current(module, bias_name, ~dead_rows)))
+        if name in g.cols and name not in g.depthwise:
+            keep[:, gone(g.cols[name])] = False
+        if weight_name == "weight" or not bool(keep.all()):
+            out.append((module, weight_name, _with_current(module, weight_name, keep)))
+    for name, atoms in g.norms.items():
+        dead = gone(atoms)
+        if bool(dead.any()):
+            norm = model.get_submodule(name)
+            for t in ("weight", "bias"):
+                if getattr(norm, t, None) is not None:
+                    out.append((norm, t, _with_current(norm, t, ~dead)))
+    return out
+
+
+def _with_current(module: nn.Module, tensor_name: str, keep: Tensor) -> Tensor:
+    current = masking.get_mask(module, tensor_name)
+    keep = keep.to(masking.original(module, tensor_name).device)
+    return keep if current is None else keep & current

@@ -1,0 +1,314 @@
+"""Channel dependency analysis on a ``torch.fx`` graph.
+
+Every channel that flows through the model gets an *atom*. A Linear's output
+features, a conv's output channels are new atoms; elementwise ops that keep zero
+at zero (ReLU, GELU, pooling, dropout, BatchNorm with its channel's parameters
+zeroed) pass them on; a residual ``add`` or a ``mul`` ties the atoms of its two
+operands index by index (union–find); ``cat`` along channels concatenates them;
+``flatten`` repeats each channel once per spatial position; a depthwise conv
+keeps its input's atoms. Anything else — an op we do not know, a LayerNorm, a
+grouped conv, the model's inputs and outputs — *freezes* the atoms it touches:
+those channels are never removed.
+
+The result, a :class:`ChannelGraph`, says for every prunable module which atom
+each output row and each input column belongs to, so a decision per coupled
+channel (one union–find root) turns into rows and columns to keep in every
+module at once.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import PruningError
+from ..inputs import evaluating
+from ..modules.attention import ATTENTION, packed
+from .channels import NORMS, Atoms, ChannelGraph, Labels
+
+KEEPS_ZERO_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Hardswish, nn.Mish,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+)
+KEEPS_ZERO_FUNCTIONS = {
+    F.relu, torch.relu, F.relu6, F.gelu, F.silu, torch.tanh, F.tanh, F.leaky_relu, F.elu, F.hardtanh,
+    F.hardswish, F.mish, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, operator.neg,
+    torch.neg,
+}
+KEEPS_ZERO_METHODS = {"relu", "tanh", "contiguous", "clone", "detach", "neg", "relu_"}
+TIES = {operator.add, torch.add, operator.iadd, operator.sub, torch.sub, operator.mul, torch.mul, operator.imul}
+TIES_METHODS = {"add", "sub", "mul", "add_", "mul_"}
+class _Tracer(fx.Tracer):
+    def __init__(self, leaves: Sequence[str]) -> None:
+        super().__init__()
+        self.leaves = set(leaves)
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname in self.leaves or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> fx.GraphModule:
+    """Symbolic trace with shapes; an untraceable module is a :class:`PruningError` naming it."""
+    tracer = _Tracer(leaves)
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many types; name the module that failed
+        where = _failing_module(model, exc)
+        raise PruningError(
+            f"torch.fx cannot trace {where}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}; "
+            "pass its name in leaf_modules=[...] to treat it as one opaque layer (its channels are then kept)"
+        ) from None
+    gm = fx.GraphModule(model, graph)
+    with torch.no_grad(), evaluating(gm, model):
+        try:
+            ShapeProp(gm).propagate(*example_inputs)
+        except Exception as exc:  # a shape or type mismatch deep inside the model
+            raise PruningError(
+                f"example_inputs do not fit the model: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            ) from None
+    return gm
+
+
+def _failing_module(model: nn.Module, exc: BaseException) -> str:
+    tb = exc.__traceback__
+    found = "the model"
+    while tb is not None:
+        frame_self = tb.tb_frame.f_locals.get("self")
+        if isinstance(frame_self, nn.Module) and frame_self is not model:
+            for name, m in model.named_modules():
+                if m is frame_self:
+                    found = f"module {name!r} ({type(m).__name__})"
+        tb = tb.tb_next
+    return found
+
+
+def traced_graph(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> ChannelGraph:
+    """Trace ``model`` and label every channel (see the module docstring)."""
+    gm = trace(model, example_inputs, leaves)
+    g = ChannelGraph(Atoms())
+    env: dict[fx.Node, Any] = {}
+    for node in gm.graph.nodes:
+        env[node] = _visit(node, gm, g, env)
+    return g
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    meta = getattr(node, "meta", {}).get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def _labels_of(arg: Any, env: dict[fx.Node, Any]) -> Labels | None:
+    return env.get(arg) if isinstance(arg, fx.Node) and isinstance(env.get(arg), Labels) else None
+
+
+def _freeze_all(args: Any, env: dict[fx.Node, Any], g: ChannelGraph) -> None:
+    for a in _flatten_args(args):
+        lab = env.get(a) if isinstance(a, fx.Node) else None
+        if isinstance(lab, Labels):
+            g.atoms.freeze(lab.atoms)
+        elif isinstance(lab, tuple):
+            for part in lab:
+                if isinstance(part, Labels):
+                    g.atoms.freeze(part.atoms)
+
+
+def _flatten_args(args: Any) -> list[Any]:
+    out: list[Any] = []
+    fx.node.map_aggregate(args, lambda x: out.append(x))
+    return out
+
+
+def _fresh(node: fx.Node, g: ChannelGraph, frozen: bool = True) -> Labels | None:
+    shape = _shape(node)
+    if shape is None or len(shape) < 2:
+        return None
+    return Labels(1, g.atoms.new(shape[1], frozen=frozen))
+
+
+def _visit(node: fx.Node, gm: fx.GraphModule, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    if node.op == "placeholder":
+        return _fresh(node, g)
+    if node.op == "get_attr":
+        return None
+    if node.op == "output":
+        _freeze_all(node.args, env, g)
+        return None
+    if node.op == "call_module":
+        return _module(node, gm.get_submodule(str(node.target)), str(node.target), g, env)
+    return _function(node, g, env)
+
+
+def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    x = _labels_of(node.args[0], env) if node.args else None
+    in_shape = _shape(node.args[0]) if node.args else None
+    if name in g.rows or name in g.norms:  # a layer called twice: keep all its channels
+        _freeze_all(node.args, env, g)
+        for table in (g.rows, g.cols, g.norms):
+            g.atoms.freeze(table.get(name, []))
+        return Labels(1 if not isinstance(m, nn.Linear) else len(_shape(node) or (0, 0)) - 1,
+                      g.rows.get(name) or g.norms[name])
+    if isinstance(m, nn.Linear):
+        if x is not None and in_shape is not None and x.axis == len(in_shape) - 1:
+            g.cols[name] = x.atoms
+            g.via[name] = x.ops
+        else:
+            _freeze_all(node.args, env, g)
+            g.cols[name] = g.atoms.new(m.in_features, frozen=True)
+        out = g.atoms.new(m.out_features)
+        g.rows[name] = out
+        return Labels(len(_shape(node) or (0, 0)) - 1, out)
+    if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        ok = x is not None and x.axis == 1
+        if m.groups == 1:
+            g.cols[name] = x.atoms if ok else g.atoms.new(m.in_channels, frozen=True)
+            if ok:
+                g.via[name] = x.ops
+            if not ok:
+                _freeze_all(node.args, env, g)
+            g.rows[name] = g.atoms.new(m.out_channels)
+            return Labels(1, g.rows[name])
+        if ok and m.groups == m.in_channels == m.out_channels:
+            g.rows[name] = x.atoms  # a depthwise filter follows its input channel
+            g.depthwise.add(name)
+            return Labels(1, x.atoms)
+        _freeze_all(node.args, env, g)
+        g.rows[name] = g.atoms.new(m.out_channels, frozen=True)
+        return Labels(1, g.rows[name])
+    if isinstance(m, ATTENTION) and packed(m):
+        return _attention(node, m, name, g, env)
+    if isinstance(m, NORMS) and x is not None and x.axis == 1:
+        g.norms[name] = x.atoms
+        return Labels(x.axis, x.atoms, x.ops | {"norm"})
+    if isinstance(m, KEEPS_ZERO_MODULES) and x is not None:
+        return _reduced(node, x, in_shape, type(m).__name__)
+    if isinstance(m, nn.Flatten) and x is not None and in_shape is not None:
+        return _flattened(x, in_shape, m.start_dim, m.end_dim, g)
+    _freeze_all((node.args, node.kwargs), env, g)
+    return _fresh(node, g)
+
+
+def _attention(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    """Heads of a packed attention module: one unit per head (its q, k, v rows, out_proj columns)."""
+    _freeze_all((node.args, node.kwargs), env, g)  # its inputs are the residual stream: kept
+    inner = m.num_heads * m.head_dim
+    atoms = g.atoms.new(inner)
+    for h in range(0, inner, m.head_dim):
+        for a in atoms[h + 1 : h + m.head_dim]:
+            g.atoms.union(atoms[h], a)
+    g.rows[name] = atoms * 3
+    g.attention.add(name)
+    g.cols[f"{name}.out_proj"] = atoms
+    out = g.atoms.new(m.embed_dim)
+    g.rows[f"{name}.out_proj"] = out
+    shape = _shape(node.args[0]) if node.args else None
+    return (Labels(len(shape) - 1 if shape else 2, out), None)
+
+
+def _reduced(node: fx.Node, x: Labels, in_shape: tuple[int, ...] | None, op: str) -> Labels:
+    """Pass labels through a channel-preserving op whose output rank may drop (pooling keeps it)."""
+    out = _shape(node)
+    ops = x.ops | {op}
+    if out is not None and in_shape is not None and len(out) == len(in_shape):
+        return Labels(x.axis, x.atoms, ops)
+    return Labels(min(x.axis, len(out) - 1) if out else x.axis, x.atoms, ops)
+
+
+def _flattened(x: Labels, shape: tuple[int, ...], start: int, end: int, g: ChannelGraph) -> Labels:
+    start, end = start % len(shape), end % len(shape)
+    if not start <= x.axis <= end:
+        shift = end - start if x.axis > end else 0
+        return Labels(x.axis - shift, x.atoms, x.ops)
+    inner = math.prod(shape[x.axis + 1 : end + 1])
+    outer = math.prod(shape[start : x.axis])
+    atoms = [a for a in x.atoms for _ in range(inner)] * outer
+    if outer > 1:
+        g.atoms.freeze(x.atoms)  # channels interleaved with an outer dim: keep it simple
+    return Labels(start, atoms, x.ops | {"flatten"})
+
+
+def _function(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    target = node.target
+    method = node.op == "call_method"
+    args = node.args
+    first = _labels_of(args[0], env) if args else None
+    if target is operator.getitem and isinstance(env.get(args[0]), tuple):
+        part = env[args[0]][args[1]] if isinstance(args[1], int) else None
+        return part
+    if (method and target in KEEPS_ZERO_METHODS) or (not method and target in KEEPS_ZERO_FUNCTIONS):
+        if first is not None:
+            return _reduced(node, first, _shape(args[0]), str(getattr(target, "__name__", target)))
+    if (method and target in TIES_METHODS) or (not method and target in TIES):
+        tied = _tie(node, g, env)
+        if tied is not None:
+            return tied
+    if (method and target == "flatten") or (not method and target is torch.flatten):
+        shape = _shape(args[0])
+        if first is not None and shape is not None:
+            start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
+            end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
+            return _flattened(first, shape, int(start), int(end), g)
+    if not method and target is torch.cat:
+        return _cat(node, g, env)
+    if method and target in ("mean", "sum", "amax") or (not method and target in (torch.mean, torch.sum)):
+        reduced = _reduction(node, first)
+        if reduced is not None:
+            return reduced
+    if method and target in ("size", "dim"):
+        return None
+    _freeze_all((node.args, node.kwargs), env, g)
+    return _fresh(node, g)
+
+
+def _tie(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | None:
+    """``a + b``, ``a * b``: tie the operands' channels index by index (broadcasting allowed)."""
+    a = node.args[0]
+    b = node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
+    la, lb = _labels_of(a, env), _labels_of(b, env)
+    if la is not None and not isinstance(b, fx.Node):  # a Python number: x * k keeps zeros, x + k does not
+        return la if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_") else None
+    if la is None or lb is None or la.axis != lb.axis or len(la.atoms) != len(lb.atoms):
+        return None
+    for x, y in zip(la.atoms, lb.atoms):
+        g.atoms.union(x, y)
+    return la
+
+
+def _cat(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | None:
+    tensors = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    labels = [_labels_of(t, env) for t in tensors]
+    shape = _shape(node)
+    if shape is None or any(lab is None for lab in labels) or len({lab.axis for lab in labels}) != 1:
+        _freeze_all(node.args, env, g)
+        return _fresh(node, g)
+    axis = labels[0].axis
+    if int(dim) % len(shape) == axis:
+        return Labels(axis, [a for lab in labels for a in lab.atoms])
+    for lab in labels[1:]:
+        for x, y in zip(labels[0].atoms, lab.atoms):
+            g.atoms.union(x, y)
+    return labels[0]
+
+
+def _reduction(node: fx.Node, x: Labels | None) -> Labels | None:
+    shape, out = _shape(node.args[0]), _shape(node)
+    if x is None or shape is None or out is None:
+        return None
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if dims is None:
+        return None
+    dims = [d % len(shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+    if x.axis in dims:
+        return None
+    keep = node.kwargs.get("keepdim", False) or (len(node.args) > 2 and node.args[2])
+    return Labels(x.axis if keep else x.axis - sum(d < x.axis for d in dims), x.atoms, x.ops | {"mean"})

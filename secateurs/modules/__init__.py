@@ -1,0 +1,1 @@
+"""``nn.Module`` classes that secateurs builds into models (attention with pruned heads)."""

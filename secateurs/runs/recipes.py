@@ -1,0 +1,199 @@
+"""Recipes: one YAML file says what a run does, validated before anything starts.
+
+Example::
+
+    model: lenet-300-100          # zoo name, or a .safetensors file saved by secateurs
+    data: mnist                   # zoo dataset name
+    train: {epochs: 10, lr: 1e-3}
+    prune:
+      - {sparsity: 0.9, criterion: magnitude, scope: global, finetune: {epochs: 5}}
+    export: {format: safetensors}
+    report: true
+
+Each entry of ``prune:`` is a stage of the kind its ``schedule:`` names (``oneshot`` when left out;
+``criterion: data-free`` for neuron merging): a small model of its own, registered in
+:mod:`secateurs.runs.stages`, whose keys are only those of that kind. :class:`Stage` is their union.
+
+Every field has a default that does nothing surprising, so old recipes keep
+their meaning when fields are added.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from ..errors import PruningError
+from ..training.regularizers import PENALTIES
+from . import stages
+from .keys import DENSE_FIELDS, key
+from .settings import Finetune, Strict, Train
+from .stages import Stage
+from .stages.data_free import DATA_FREE
+
+__all__ = ["DATA_FREE", "DEMO", "DENSE_FIELDS", "Export", "Finetune", "Penalty", "Recipe", "RecipeError", "Stage",
+           "Train", "ValidationError", "describe", "key", "load", "parse"]
+
+
+class RecipeError(PruningError):
+    """A recipe that cannot run: the message names the key and the line."""
+
+
+class Penalty(Strict):
+    """A sparsity regulariser added to the training loss (:func:`secateurs.penalty`)."""
+
+    kind: Literal[PENALTIES] = Field(description=", ".join(PENALTIES))  # type: ignore[valid-type]
+    weight: float = Field(1e-5, ge=0, description="its coefficient")
+
+
+class Export(Strict):
+    """What is written besides the report."""
+
+    format: Literal["safetensors"] = Field("safetensors", description="file format of the saved model")
+    compact: bool = Field(False, description="physically remove pruned channels before saving "
+                                             "(needs a neuron/channel/filter stage)")
+
+
+class Recipe(Strict):
+    """A whole run: model, data, training, pruning stages, export and report."""
+
+    model: str = Field(description="zoo model name, or a .safetensors file saved by secateurs")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="arguments of the zoo model")
+    data: str | None = Field(None, description="zoo dataset; needed to train and to measure accuracy")
+    seed: int = Field(0, description="seeds initialisation and data order")
+    train: Train = Field(default_factory=Train, description="training before pruning")
+    prune: list[Stage] = Field(default_factory=list, description="pruning stages, in order; each is the kind its "
+                                                                 "schedule names (secateurs.runs.stages)")
+    penalty: Penalty | None = Field(None, description="regulariser added to every training loss")
+    export: Export = Field(default_factory=Export, description="saved model format")
+    report: bool = Field(True, description="write report.md, report.html and their plots")
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> Recipe:
+        if self.data is None and (self.train.epochs or any(s.trains() for s in self.prune)):
+            raise ValueError("training or fine-tuning needs data: set data to a zoo dataset")
+        if self.export.compact:
+            for s in self.prune:
+                if s.blocks_compact:
+                    raise ValueError(f"export.compact cannot follow a {s.name} stage: {s.blocks_compact}")
+            if not any(s.removes_units() for s in self.prune):
+                raise ValueError("export.compact needs a prune stage with granularity neuron, channel or filter")
+        for s in self.prune:
+            needs = s.needs_data()
+            if self.data is None and needs:
+                raise ValueError(f"{needs} needs data: set data to a zoo dataset")
+        return self
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Line (1-based) of the YAML node at ``loc``, or of its nearest ancestor that exists."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(part)]
+            if not match:
+                break
+            key, node = match[0]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+    if node is not None and line is None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse(text: str, source: str = "recipe") -> Recipe:
+    """Validate recipe text; raise :class:`RecipeError` naming the key and line."""
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{source}{where}: malformed YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping with at least 'model:'")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        name, msg, loc = describe(exc)
+        line = _line_of(root, loc)
+        where = f" line {line}" if line else ""
+        raise RecipeError(f"{source}{where}: {name}: {msg}") from None
+
+
+def describe(exc: ValidationError, skip: int = 0) -> tuple[str, str, tuple[Any, ...]]:
+    """``(dotted key, message naming the value received, location)`` of the first error.
+
+    The stage kind pydantic puts in a stage's location (``prune.0.oneshot.sparsity``) is left out
+    (``prune.0.sparsity``); an unknown key of a stage names the kind it does not belong to and its keys.
+
+    Args:
+        exc: the pydantic error.
+        skip: leading location parts to leave out of the key (e.g. ``("prune", 0)``).
+    """
+    err = exc.errors()[0]
+    loc, kind = _untagged(err["loc"])
+    if err["type"] == "union_tag_invalid":  # a schedule no stage kind is registered as
+        loc += ("schedule",)
+    name = ".".join(str(p) for p in (loc[skip:] if skip else loc)) or ("" if skip else "recipe")
+    if err["type"] == "extra_forbidden":
+        own = f" for {kind.selector()} (its keys: {', '.join(sorted(kind.model_fields))})" if kind else ""
+        return name, f"unknown key{own}", loc
+    if err["type"] == "union_tag_invalid":
+        return name, f"unknown schedule {err['ctx']['tag']!r}; allowed: {', '.join(stages.schedules())}", loc
+    if err["type"] == "union_tag_not_found":
+        return name, f"a stage is a mapping such as {{sparsity: 0.9}}, got {err.get('input')!r}", loc
+    msg = err["msg"].removeprefix("Value error, ")
+    if not err["type"].startswith("value_error") and err["type"] != "missing":
+        msg += f", got {err.get('input')!r}"
+    return name, msg, loc
+
+
+def _untagged(raw: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[stages.StageBase] | None]:
+    """``raw`` without pydantic's validator and stage-kind parts; and the stage kind when ``raw`` ends on one
+    of a stage's own keys (``("prune", 0, "oneshot", "rounds")``), else ``None``."""
+    loc: list[Any] = []
+    kind, at = None, -1
+    for p in raw:
+        if isinstance(p, str) and p.startswith("function-"):
+            continue
+        if isinstance(p, str) and loc and isinstance(loc[-1], int) and p in stages.names():
+            kind, at = stages.get(p), len(loc)
+            continue
+        loc.append(p)
+    return tuple(loc), kind if len(loc) == at + 1 else None
+
+
+def load(path: str | Path) -> Recipe:
+    """Read and validate a recipe file."""
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"no such recipe file: {str(path)!r}")
+    return parse(p.read_text(), source=str(path))
+
+
+DEMO = """\
+# The demo: LeNet-300-100 on 4,000 real MNIST digits, pruned to 90% by global
+# magnitude and fine-tuned. `secateurs run` takes files like this one.
+model: lenet-300-100
+data: mnist
+seed: 0
+train: {epochs: 10, lr: 1.0e-3, batch_size: 64}
+prune:
+  - sparsity: 0.9
+    criterion: magnitude
+    scope: global
+    finetune: {epochs: 5, lr: 5.0e-4}
+export: {format: safetensors}
+report: true
+"""

@@ -1,0 +1,225 @@
+"""Carry out a recipe: train, prune in stages, fine-tune, evaluate, save, report."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import masking, progress, storage, zoo
+from ..analysis.latency import latency_ms
+from ..analysis.summary import summary
+from ..errors import PruningError
+from ..files import write_text
+from ..inference import accelerate
+from ..reports import plots, write_reports
+from ..surgery.compact import compact
+from ..training import distributed
+from ..training.loop import evaluate, train
+from ..training.schedules import snapshot
+from .recipes import Recipe
+from .recipes import key as recipe_key
+from .settings import Finetune
+from .stages import Row, StageContext
+from .stages.context import agree, format_accuracy, loss_penalty, row, say
+
+
+def build_model(recipe: Recipe) -> nn.Module:
+    """The recipe's model: a zoo model, or a file saved by secateurs."""
+    if recipe.model.endswith(".safetensors") or Path(recipe.model).is_file():
+        if recipe.model_args:
+            raise PruningError("model_args applies to zoo models, not to a saved file")
+        return storage.load(recipe.model)
+    if recipe.data is not None and recipe.model in zoo.models():
+        args = dict(recipe.model_args)
+        ds = zoo.dataset(recipe.data)
+        if recipe.model == "lenet-5":
+            args.setdefault("in_channels", ds.input_shape[0])
+            args.setdefault("image_size", ds.input_shape[-1])
+        else:
+            args.setdefault("in_features", ds.in_features)
+        args.setdefault("num_classes", ds.num_classes)
+        return zoo.model(recipe.model, **args)
+    return zoo.model(recipe.model, **recipe.model_args)
+
+
+def _weights(model: nn.Module) -> dict[str, Tensor]:
+    return {masking.param_name(n): m.weight.detach().clone() for n, m in masking.prunable_layers(model)}
+
+
+def _trained(recipe: Recipe, model: nn.Module, out: Path, quiet: bool) -> nn.Module:
+    """``model`` trained; reused from ``out/dense.safetensors`` when the same
+    model, data, seed and training settings produced it (an interrupted run resumes)."""
+    path, key = out / "dense.safetensors", recipe_key(recipe)
+    if recipe.train.epochs == 0:
+        return model
+    main = distributed.is_main()  # under torchrun rank 0 reads and writes; the others get its weights
+    if distributed.broadcast_object(main and path.is_file() and storage.read(path)[1].get("recipe_key") == key):
+        say(quiet, f"reusing the trained dense model in {path}")
+        model = storage.load(path, model) if main else model
+        distributed.broadcast_masks(model)
+        return model
+    ds = zoo.dataset(str(recipe.data))
+    t = recipe.train
+    train(model, ds.train, epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, weight_decay=t.weight_decay,
+          seed=recipe.seed, desc="train", progress=not quiet, penalty=loss_penalty(recipe))
+    if main:
+        storage.save(model, path, metadata={"recipe_key": key})
+    return model
+
+
+def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+    """Run ``recipe`` and write its outputs under ``out_dir``.
+
+    Writes ``model.safetensors`` (the pruned model, masks included),
+    ``dense.safetensors`` (the trained dense model, when the recipe trains),
+    ``metrics.json``, and with ``report: true`` also ``report.md``, ``report.html`` (self-contained)
+    and their plots (``weights.png``, ``sparsity.png``, ``accuracy.png``).
+
+    Under ``torchrun`` every process runs the recipe on its share of the data (see
+    :mod:`secateurs.distributed`); rank 0 alone prints and writes the outputs.
+
+    Returns:
+        The metrics written to ``metrics.json`` (every rank returns them).
+    """
+    with distributed.session():
+        quiet = quiet or not distributed.is_main()  # under torchrun, rank 0 alone prints
+        with progress.reporting("off") if quiet else contextlib.nullcontext():  # every bar, not just training's
+            return _run(recipe, out_dir, quiet)
+
+
+def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
+    start = time.perf_counter()
+    out = Path(out_dir)
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe)
+    _check_stages(recipe, model)
+    distributed.broadcast_masks(model)  # seeded alike on every rank; rank 0's, to be certain
+    init_state = snapshot(model)  # the weights before training, for lottery-ticket rewinding
+    init_w = _weights(model) if recipe.report and recipe.train.epochs else None  # for the report's plots
+    model = _trained(recipe, model, out, quiet)
+    agree(model, "dense", quiet)
+    ds = zoo.dataset(recipe.data) if recipe.data else None
+    test = ds.test if ds is not None else None
+    example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
+    dense_acc = evaluate(model, test) if test is not None else None
+    dense_sum, before, dense_ms = summary(model, example), _weights(model), latency_ms(model, example)
+    ctx = StageContext(recipe, 0, model, out, train_data=ds.train if ds is not None else None, test_data=test,
+                       example=example, init_state=init_state, quiet=quiet, dense_params=dense_sum.params)
+    stages = [row("dense", dense_acc, model, dense_sum.params)]
+    say(quiet, f"dense: accuracy {format_accuracy(dense_acc)}, {dense_sum.total_params:,} parameters")
+    for i, stage in enumerate(recipe.prune, start=1):
+        model, rows = stage.run(dataclasses.replace(ctx, index=i, model=model))
+        stages.extend(rows)
+        stages.extend(_finetune(dataclasses.replace(ctx, index=i, model=model), stage.finetune))
+    if recipe.export.compact:
+        pruned_flops = summary(model, example).flops
+        model = compact(model, example if example is not None else ())
+        say(quiet, f"compacted: {sum(p.numel() for p in model.parameters()):,} parameters "
+                    f"(FLOPs counted on the masked model: {pruned_flops:,})")
+    final = summary(model, example)
+    metrics = _metrics(recipe, dense_acc, dense_sum, stages, final, time.perf_counter() - start)
+    if distributed.is_main():
+        snaps = {"init": init_w, "trained" if init_w else "dense": before}
+        _write(recipe, model, metrics, snaps, (example, dense_ms), out, start)
+    distributed.barrier()  # every rank returns once the outputs exist
+    return metrics
+
+
+def _write(recipe: Recipe, model: nn.Module, metrics: dict[str, Any], snaps: dict[str, Any],
+           timing: tuple[Any, float | None], out: Path, start: float) -> None:
+    """Write the model, plots, report and metrics.json (rank 0 only, under torchrun).
+
+    ``snaps`` holds the weights before training (``None`` when the run did not train) and
+    after it; ``timing`` the example inputs and the dense model's latency."""
+    example, dense_ms = timing
+    storage.save(model, out / "model.safetensors")
+    _measure_files(metrics, out, dense_ms, _final_latency(model, example, metrics))
+    if recipe.report:
+        snaps = {**snaps, "pruned": _weights(model)}
+        metrics["plots"] = plots.run_plots(out, metrics, {k: v for k, v in snaps.items() if v is not None})
+    metrics["seconds"] = time.perf_counter() - start
+    text = json.dumps(metrics, indent=2)
+    write_text(out / "metrics.json", text)
+    if recipe.report:  # rendered from the metrics just written, so the numbers agree with metrics.json
+        write_reports(out, metrics)
+
+
+def _final_latency(model: nn.Module, example: Any, metrics: dict[str, Any]) -> float | None:
+    """Batch-1 latency of the final model as :func:`accelerate` runs it for inference (the masked model
+    itself still runs dense kernels and applies its masks: timing it would measure the masks' cost).
+    Records the paths chosen in ``metrics["final"]["inference"]`` (``None`` when the model was timed masked)."""
+    metrics["final"]["inference"] = None
+    if example is None:
+        return None
+    try:
+        fast = accelerate(model, example)
+    except (PruningError, RuntimeError):  # a model accelerate cannot run: time it as it is
+        return latency_ms(model, example)
+    metrics["final"]["inference"] = {"structure": fast.structure, "layers": {c.name: c.path for c in fast.layers}}
+    return latency_ms(fast.model, example)
+
+
+def _measure_files(metrics: dict[str, Any], out: Path, dense_ms: float | None, final_ms: float | None) -> None:
+    """Add the saved files' sizes and the measured latencies to ``metrics`` (``None`` where not measured)."""
+    dense_file = out / "dense.safetensors"
+    metrics["dense"]["file_bytes"] = dense_file.stat().st_size if dense_file.is_file() else None
+    metrics["final"]["file_bytes"] = (out / "model.safetensors").stat().st_size
+    metrics["dense"]["latency_ms"], metrics["final"]["latency_ms"] = dense_ms, final_ms
+
+
+def _finetune(ctx: StageContext, settings: Finetune | None) -> list[Row]:
+    """Fine-tune ``ctx.model`` after stage ``ctx.index`` when that stage asks for it; the row it adds.
+
+    Any stage kind may carry ``finetune``; the row is ``"finetune <i>: <epochs> epochs"``."""
+    if settings is None or not settings.epochs or ctx.test_data is None:
+        return []
+    i = ctx.index
+    ctx.train(ctx.model, settings, ctx.recipe.seed + i, f"finetune {i}")
+    agree(ctx.model, f"finetune {i}", ctx.quiet)
+    entry = ctx.row(ctx.model, f"finetune {i}: {settings.epochs} epochs")
+    say(ctx.quiet, f"{entry['name']}: accuracy {format_accuracy(entry['accuracy'])}")
+    return [entry]
+
+
+def check(recipe: Recipe) -> None:
+    """Raise :class:`PruningError` for what a recipe's schema cannot see (its model, layer patterns,
+    batch sizes), without running it: ``secateurs compare`` checks every method before the first runs."""
+    _check_stages(recipe, build_model(recipe))
+
+
+def _check_stages(recipe: Recipe, model: nn.Module) -> None:
+    """Catch what the schema cannot see (layer patterns, no prunable layers, batch sizes) before any work."""
+    for batch_size in [recipe.train.batch_size] + [s.finetune.batch_size for s in recipe.prune if s.finetune]:
+        distributed.local_batch(batch_size)  # under torchrun: a multiple of the number of processes
+    for stage in recipe.prune:
+        stage.check(model)
+
+
+def _metrics(recipe: Recipe, dense_acc: float | None, dense_sum: Any, stages: list[dict[str, Any]],
+             final: Any, seconds: float) -> dict[str, Any]:
+    # Relative to the dense model's prunable weights, so that a compacted model (whose
+    # pruned weights are gone rather than zero) reports the same sparsity as a masked one.
+    density = final.nonzero / dense_sum.params if dense_sum.params else 1.0
+    return {
+        "model": recipe.model, "data": recipe.data,
+        "dense": {"accuracy": dense_acc, "params": dense_sum.total_params, "flops": dense_sum.flops_dense},
+        "final": {
+            "accuracy": stages[-1]["accuracy"], "sparsity": 1.0 - density, "density": density,
+            "params": final.total_params, "nonzero": final.total_params - (final.params - final.nonzero),
+            "prunable": final.params, "prunable_nonzero": final.nonzero,
+            "compression": 1.0 / density if density else float("inf"),
+            "flops": final.flops, "flops_dense": dense_sum.flops_dense,
+        },
+        "stages": stages,
+        "compacted": recipe.export.compact,
+        "layers": final.to_dict()["layers"],
+        "recipe": recipe.model_dump(),
+        "seconds": seconds,
+    }

@@ -1,0 +1,72 @@
+"""``data-free``: merge redundant neurons with no data (:func:`secateurs.merge_neurons`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from ...surgery.merge import merge_neurons
+from .base import ONESHOT, StageBase, register
+
+if TYPE_CHECKING:
+    from .context import Row, StageContext
+
+DATA_FREE = "data-free"
+"""The criterion name that selects this stage (with no schedule, or ``schedule: oneshot``)."""
+
+
+@register
+class DataFree(StageBase):
+    """Merge redundant neurons (Srinivas & Babu 2015), no data needed; use --amount, not --sparsity.
+
+    Selected by ``criterion: data-free`` (with no schedule, or ``schedule: oneshot``). Each merged neuron's
+    outgoing weights are added to its most similar kept neuron's, so the layers shrink (the model is
+    replaced) and accuracy holds without data. The stage's row is ``"merge <i>: data-free, amount <a>"``.
+    """
+
+    name: ClassVar[str] = DATA_FREE
+    example: ClassVar[dict[str, Any]] = {"criterion": DATA_FREE, "amount": 0.25}
+    by_criterion: ClassVar[bool] = True
+    listed_as: ClassVar[str | None] = DATA_FREE
+    hint: ClassVar[str] = "runs once: use schedule oneshot"
+
+    schedule: Literal["oneshot"] = Field(ONESHOT, description="oneshot (or left out): merging runs once")
+    criterion: Literal["data-free"] = Field(DATA_FREE, description="data-free: selects neuron merging")
+    amount: float | Literal["auto"] | None = Field(
+        None, description="fraction of each layer's neurons merged, in [0, 1), or auto (the knee of the "
+                          "saliency curve)")
+    scaled: bool = Field(False, description="also merge positive multiples (ReLU-like layers)")
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_given(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            try:
+                return float(v)
+            except ValueError:
+                raise ValueError(f"amount must be a fraction in [0, 1) or auto, got {v!r}") from None
+        return v
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, float) and not 0 <= v < 1:
+            raise ValueError(f"amount must be in [0, 1) or auto, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_amount(self) -> DataFree:
+        if self.amount is None:
+            raise ValueError("criterion data-free needs amount: a fraction in [0, 1) or auto")
+        return self
+
+    def check(self, model: nn.Module) -> None:
+        """Nothing before the run: merging checks its layer patterns when it runs (it shrinks layers)."""
+
+    def run(self, ctx: StageContext) -> tuple[nn.Module, list[Row]]:
+        merged = merge_neurons(ctx.model, self.amount, layers=self.layers or None, scaled=self.scaled,
+                               example_inputs=ctx.example)
+        label = f"merge {ctx.index}: data-free, amount {self.amount}" + (", scaled" if self.scaled else "")
+        return merged.model, [ctx.done(merged.model, label)]

@@ -1,0 +1,67 @@
+"""Choosing layers: patterns, exclusions, tied and empty weights (secateurs.layers)."""
+
+import pytest
+from torch import nn
+
+import secateurs as sc
+from secateurs.layers import assign, include, matches, resolve_layers, select
+
+
+def test_tied_weights_are_refused():
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+    b.weight = a.weight
+    net = nn.Sequential(a, nn.ReLU(), b)
+    with pytest.raises(sc.PruningError, match="2.weight shares its weight with 0.weight"):
+        sc.prune(net, 0.5)
+    sc.prune(net, 0.5, layers={"2": None})
+    assert set(sc.masks(net)) == {"0.weight"}
+
+
+def test_empty_layers_are_skipped():
+    net = nn.Sequential(nn.Linear(0, 4), nn.Linear(4, 2))
+    r = sc.prune(net, 0.5)
+    assert [row.name for row in r.layers] == ["1.weight"]
+
+
+def test_patterns_match_module_and_weight_names_last_one_wins():
+    assert matches("fc*", "fc3") and matches("fc3.weight", "fc3") and not matches("fc1", "fc3")
+    got = assign(["fc1", "fc2", "head"], {"fc*": 0.5, "fc2": 0.9, "head.weight": None}, 0.1)
+    assert got == {"fc1": (0.5, True), "fc2": (0.9, True)}
+    assert assign(["a", "b"], None, 0.3) == {"a": (0.3, False), "b": (0.3, False)}
+
+
+@pytest.mark.parametrize(
+    ("layers", "match"),
+    [
+        ({"fc9": 0.5}, "layers pattern 'fc9' matches no prunable layer; prunable layers are: fc1, fc2"),
+        (["fc1"], "layers must be a dict of name or pattern -> sparsity or None"),
+        ({3: 0.5}, "layers keys must be names or glob patterns, got 3"),
+    ],
+)
+def test_assign_names_what_is_wrong(layers, match):
+    with pytest.raises(sc.PruningError, match=match):
+        assign(["fc1", "fc2"], layers, 0.0)
+
+
+def test_assign_checks_values_and_names_the_candidates_kind():
+    with pytest.raises(sc.PruningError, match=r"layers\['\*'\] must be in \[0, 1\)"):
+        resolve_layers(nn.Sequential(nn.Linear(2, 2)), {"0": 0.5, "*": 1.5}, 0.0)
+    with pytest.raises(sc.PruningError, match="matches no mergeable layer; mergeable layers are: a"):
+        assign(["a"], {"b": 0.5}, 0.0, kind="mergeable layer", value="amount")
+
+
+def test_include_reads_names_lists_and_dicts_as_which_layers():
+    assert include(None) is None
+    assert include("fc1") == {"*": None, "fc1": 0.0}
+    assert include(["fc1", "fc2"]) == {"*": None, "fc1": 0.0, "fc2": 0.0}
+    assert include({"fc1": 0.9, "fc2": None}) == {"fc1": 0.0, "fc2": None}  # any value includes
+
+
+def test_select_returns_the_chosen_prunable_layers_in_model_order():
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.Linear(3, 1))
+    assert [n for n, _ in select(net, None)] == ["0", "2", "3"]
+    assert [n for n, _ in select(net, ["3", "0"])] == ["0", "3"]
+    assert [n for n, _ in select(net, {"2": None})] == ["0", "3"]
+    with pytest.raises(sc.PruningError, match="matches no prunable layer"):
+        select(net, "fc")
+    assert all(isinstance(m, nn.Linear) for _, m in select(net, None))
