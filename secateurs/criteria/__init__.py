@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import Tensor, nn
 
 from ..errors import PruningError
-from ..registry import load_package
+from ..registry import add, load_package
 
 _REGISTRY: dict[str, type[Criterion]] = {}
 
@@ -101,12 +101,7 @@ class Criterion:
 
 def register(cls: C) -> C:
     """Class decorator: add a criterion to the registry under ``cls.name``."""
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise TypeError(f"criterion {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return add(_REGISTRY, cls.name, cls, "criterion")
 
 
 def _load_all() -> None:

@@ -13,6 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from ...layers import resolve_layers
+from ...registry import add
 from ..settings import Finetune, Strict
 
 if TYPE_CHECKING:
@@ -93,12 +94,7 @@ class StageBase(Strict):
 
 def register(cls: K) -> K:
     """Class decorator: add a stage kind to the registry under ``cls.name``."""
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise TypeError(f"stage kind {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return add(_REGISTRY, cls.name, cls, "stage kind")
 
 
 def names() -> list[str]:
