@@ -22,6 +22,7 @@ from .coupled import coupled_masks
 from .errors import PruningError, check_choice, check_sparsity
 from .inputs import as_inputs
 from .layers import Target, resolve_layers
+from .modules.attention import row_tensors
 from .selection import keep_masks
 
 SCOPES = ("global", "local")
@@ -77,6 +78,7 @@ def prune(
     example_inputs: tuple[Any, ...] | None = None,
     seed: int = 0,
     leaf_modules: tuple[str, ...] = (),
+    params: Iterable[str] | str | None = None,
 ) -> PruneResult:
     """Prune ``model`` in place by attaching masks to its prunable weights.
 
@@ -103,6 +105,9 @@ def prune(
             them physically. SynFlow uses their shape.
         seed: seed for stochastic criteria.
         leaf_modules: module names torch.fx should not trace into (their channels are kept).
+        params: more parameters to prune, by qualified name or glob pattern (``["emb.weight", "*.bias"]``),
+            as :mod:`torch.nn.utils.prune` allows any parameter. Tied parameters (one tensor in two
+            modules, e.g. a language model's head and its token embedding) share one mask.
 
     Returns:
         A :class:`PruneResult` with the per-layer sparsities.
@@ -122,27 +127,35 @@ def prune(
     group = gran.parse(granularity)
     if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
         raise PruningError(f"min_density must be a number in [0, 1], got {min_density!r}")
-    targets = resolve_layers(model, layers, sparsity)
+    targets = resolve_layers(model, layers, sparsity, params=params, tensors=True)
     _check_targets(targets, group)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
                            granularity=group, example_inputs=example_inputs, min_density=float(min_density))
     crit = _prepare(model, criterion, targets, ctx, seed)
     if group.units and example_inputs is not None:  # whole units, traced: coupled channels go together
         inputs = as_inputs(example_inputs)
-        table = {t.module_name: (t.module, t.sparsity, t.own) for t in targets}
+        rowwise = [t for t in targets if t.tensor == row_tensors(t.module)[0]]  # the rest: layer by layer
+        table = {t.module_name: (t.module, t.sparsity, t.own) for t in rowwise}
         changes, shortfall = coupled_masks(model, table, crit, group, scope, sparsity, float(min_density),
                                            inputs, tuple(leaf_modules))
+        rest = [t for t in targets if t not in rowwise]
+        if rest:
+            keep, more = keep_masks(rest, crit, group, scope, sparsity, float(min_density))
+            changes += [(t.module, t.tensor, k) for t, k in zip(rest, keep)]
+            shortfall += more
     else:
         keep, shortfall = keep_masks(targets, crit, group, scope, sparsity, float(min_density))
-        changes = [(t.module, "weight", k) for t, k in zip(targets, keep)]
+        changes = [(t.module, t.tensor, k) for t, k in zip(targets, keep)]
     for module, tensor_name, k in changes:  # nothing is changed before every mask is known
         masking.set_mask(module, k, tensor_name, copy=False)
-    by_module = {id(m): k for m, tn, k in changes if tn == "weight"}
+    masking.tie(model)  # tied tensors read the mask of the one pruned
+    by_key = {(id(m), tn): k for m, tn, k in changes}
+    final = {t.param: by_key.get((id(t.module), t.tensor), _current(t)) for t in targets}
     for t in targets:
-        crit.update(t.param, t.module, by_module[id(t.module)])
+        crit.update(t.param, t.module, final[t.param])
     rows = [
         LayerStats(t.param, masking.kind(t.module), tuple(k.shape), k.numel(), int(torch.count_nonzero(k)))
-        for t, k in ((t, by_module[id(t.module)]) for t in targets)
+        for t, k in ((t, final[t.param]) for t in targets)
     ]
     collapsed = [r.name for r in rows if r.nonzero == 0]
     if collapsed:
@@ -152,9 +165,15 @@ def prune(
     return PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall)
 
 
+def _current(t: Target) -> Tensor:
+    """The mask a target has now (all kept when it has none)."""
+    mask = masking.get_mask(t.module, t.tensor)
+    return torch.ones_like(t.original, dtype=torch.bool) if mask is None else mask
+
+
 def _check_targets(targets: list[Target], group: gran.Granularity) -> None:
     for t in targets:
-        w = masking.original(t.module).detach()
+        w = masking.as_rows(t.module, t.original.detach(), t.tensor)
         lo, hi = torch.aminmax(w)  # NaN and inf propagate
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise PruningError(f"{t.param} has NaN or infinite values; fix the weights before pruning")
@@ -190,4 +209,4 @@ def score(
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, example_inputs=example_inputs)
     crit = _prepare(model, criterion, targets, ctx, seed)
     with torch.no_grad():
-        return {t.param: crit.score(t.param, t.module.weight.detach()) for t in targets}
+        return {t.param: crit.score(t.param, t.weight.detach()) for t in targets}

@@ -7,14 +7,16 @@ import secateurs as sc
 from secateurs.layers import assign, include, matches, resolve_layers, select
 
 
-def test_tied_weights_are_refused():
+def test_tied_weights_share_one_mask():
     a, b = nn.Linear(4, 4), nn.Linear(4, 4)
     b.weight = a.weight
     net = nn.Sequential(a, nn.ReLU(), b)
-    with pytest.raises(sc.PruningError, match="2.weight shares its weight with 0.weight"):
-        sc.prune(net, 0.5)
-    sc.prune(net, 0.5, layers={"2": None})
-    assert set(sc.masks(net)) == {"0.weight"}
+    r = sc.prune(net, 0.5)
+    assert [row.name for row in r.layers] == ["0.weight"]  # one weight, counted once
+    masks = sc.masks(net)
+    assert set(masks) == {"0.weight", "2.weight"} and masks["0.weight"] is masks["2.weight"]
+    sc.finalize(net)
+    assert net[0].weight is net[2].weight and int((net[0].weight == 0).sum()) == 8
 
 
 def test_empty_layers_are_skipped():
