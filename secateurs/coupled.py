@@ -35,7 +35,8 @@ def _row_scores(targets: dict[str, nn.Module], crit: Criterion, group: gran.Gran
                 out[name] = gran.normalise(cols.repeat(3))
             else:
                 param = masking.param_name(name)
-                out[name] = gran.normalise(group.groups(crit.score(param, module.weight.detach())).float())
+                scores = masking.as_rows(module, crit.score(param, module.weight.detach()))
+                out[name] = gran.normalise(group.groups(scores).float())
     return out
 
 
@@ -43,7 +44,8 @@ def _row_pruned(module: nn.Module) -> Tensor:
     weight_name, _ = row_tensors(module)
     mask = masking.get_mask(module, weight_name)
     if mask is None:
-        return torch.zeros(getattr(module, weight_name).shape[0], dtype=torch.bool)
+        return torch.zeros(masking.as_rows(module, getattr(module, weight_name), weight_name).shape[0], dtype=torch.bool)
+    mask = masking.as_rows(module, mask, weight_name)
     return ~mask.reshape(mask.shape[0], -1).any(dim=1)
 
 
@@ -108,7 +110,7 @@ def _masks(
     out = []
     for name, module in mods.items():
         weight_name, bias_name = row_tensors(module)
-        w = masking.original(module, weight_name)
+        w = masking.as_rows(module, masking.original(module, weight_name), weight_name)  # rows first (Conv1D)
         keep = torch.ones(w.shape, dtype=torch.bool)
         if name in g.rows:
             dead_rows = gone(g.rows[name])
@@ -118,6 +120,7 @@ def _masks(
         if name in g.cols and name not in g.depthwise:
             keep[:, gone(g.cols[name])] = False
         if weight_name == "weight" or not bool(keep.all()):
+            keep = masking.as_rows(module, keep, weight_name).contiguous()
             out.append((module, weight_name, _with_current(module, weight_name, keep)))
     for name, atoms in g.norms.items():
         dead = gone(atoms)

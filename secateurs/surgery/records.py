@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import masking
 from ..modules.attention import PrunedMultiheadAttention
 from ..progress import track
 from .gates import wrap_convs
@@ -59,11 +60,14 @@ def shrink(module: nn.Module, change: dict[str, Any]) -> None:
         for name in ("weight", "bias", "running_mean", "running_var"):
             _set(module, name, _take(getattr(module, name, None), 0, idx))
         module.num_features = len(idx)
+    flip = int(masking.transposed(module))  # Conv1D stores (in, out): its rows are dim 1
     if "rows" in change:
         idx = change["rows"]
-        _set(module, "weight", _take(module.weight, 0, idx))
+        _set(module, "weight", _take(module.weight, flip, idx))
         _set(module, "bias", _take(getattr(module, "bias", None), 0, idx))
-        if isinstance(module, nn.Linear):
+        if flip:
+            module.nf = len(idx)
+        elif isinstance(module, nn.Linear):
             module.out_features = len(idx)
         else:
             module.out_channels = len(idx)
@@ -71,8 +75,10 @@ def shrink(module: nn.Module, change: dict[str, Any]) -> None:
                 module.in_channels = module.groups = len(idx)
     if "cols" in change:
         idx = change["cols"]
-        _set(module, "weight", _take(module.weight, 1, idx))
-        if isinstance(module, nn.Linear):
+        _set(module, "weight", _take(module.weight, 1 - flip, idx))
+        if flip:
+            module.nx = len(idx)
+        elif isinstance(module, nn.Linear):
             module.in_features = len(idx)
         else:
             module.in_channels = len(idx)
