@@ -18,7 +18,7 @@ from .inference import AccelerateResult, accelerate
 from .masking import finalize, masks, restore
 from .pruning import PruneResult, prune, score
 from .reports import sensitivity
-from .storage import export_onnx, load, save
+from .storage import export_hf, export_onnx, load, save
 from .surgery.compact import compact
 from .surgery.gates import RuntimeGate, average_flops, wrap_convs
 from .surgery.merge import MergeResult, merge_neurons
@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AccelerateResult", "accelerate", "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET",
     "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria",
-    "export_onnx", "finalize", "load", "masks", "merge_neurons", "penalty", "prune", "restore", "save", "score",
+    "export_hf", "export_onnx", "finalize", "load", "masks", "merge_neurons", "penalty", "prune", "restore", "save", "score",
     "sensitivity", "sparsity", "summary",
 ]
 
