@@ -125,12 +125,17 @@ def include(layers: Layers) -> Mapping[str, Any] | None:
     return {"*": None, **dict.fromkeys(layers, 0.0)}
 
 
-def _match_target(pattern: str, key: str) -> bool:
-    """``layers=`` patterns: a module name or its weight's (:func:`matches`), or a parameter's name."""
-    module_name, _, tensor_name = key.rpartition(".")
-    if "." in key and tensor_name != "weight" and not matches(pattern, key):
-        return fnmatch.fnmatchcase(key, pattern) or fnmatch.fnmatchcase(module_name, pattern)
-    return matches(pattern, key)
+def _matcher(targets: list[Target]) -> Callable[[str, str], bool]:
+    """``layers=`` patterns: a module name or its weight's (:func:`matches`); another tensor by its
+    parameter's name or its module's."""
+    modules = {t.key: t.module_name for t in targets if t.tensor != "weight"}
+
+    def match(pattern: str, key: str) -> bool:
+        if key in modules:
+            return fnmatch.fnmatchcase(key, pattern) or fnmatch.fnmatchcase(modules[key], pattern)
+        return matches(pattern, key)
+
+    return match
 
 
 def candidates(model: nn.Module, params: Iterable[str] | str | None = None, tensors: bool = True) -> list[Target]:
@@ -186,7 +191,7 @@ def resolve_layers(
             "(Linear, Conv1d/2d/3d, transformers Conv1D or nn.MultiheadAttention); nothing to prune; "
             "name other parameters with params=[...]"
         )
-    chosen = assign([t.key for t in found], layers, default, match=_match_target,
+    chosen = assign([t.key for t in found], layers, default, match=_matcher(found),
                     check=lambda pattern, v: check_sparsity(v, f"layers[{pattern!r}]"))
     targets = [Target(t.module_name, t.module, *chosen[t.key], tensor=t.tensor) for t in found if t.key in chosen]
     if not targets:

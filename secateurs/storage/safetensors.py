@@ -143,6 +143,7 @@ def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Mod
         else:
             state[key] = value
     model.load_state_dict(state, strict=True)
+    masking.tie(model)  # tied weights (a head and its embedding) share one mask again
     return model
 
 
