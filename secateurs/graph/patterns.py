@@ -1,8 +1,7 @@
 """Attention and MLP blocks found by their projections: one recogniser for many transformer families.
 
 ``torch.fx`` cannot trace Hugging Face models, and it traces torch's own
-``nn.TransformerEncoderLayer`` and timm's fused-``qkv`` attention into ops whose
-channels it must keep. Their blocks are recognised here instead, from the names
+``nn.TransformerEncoderLayer`` into ops whose channels it must keep. Their blocks are recognised here instead, from the names
 and shapes of their projections (a small table, not one file per family):
 
 ===================  =========================================  ===============================
@@ -12,7 +11,6 @@ attention, separate  ``query/key/value`` + ``output.dense``      BERT, RoBERTa, 
                      ``q_lin/k_lin/v_lin/out_lin``               DistilBERT
                      ``q_proj/k_proj/v_proj/o_proj``             Llama, Mistral, Qwen2 (GQA)
 attention, fused     ``c_attn`` + ``c_proj`` (Conv1D)            GPT-2
-                     ``qkv`` + ``proj``                          timm ViT / DeiT
 attention, packed    ``nn.MultiheadAttention``                   torch Transformer layers
 MLP                  in -> activation -> out                     every family above
 MLP, gated           ``act(gate) * up`` -> ``down``              Llama, Mistral, Qwen2
@@ -39,7 +37,9 @@ SEPARATE: tuple[tuple[str, str, str, str, str], ...] = (
     ("q_lin", "k_lin", "v_lin", "out_lin", ""),
     ("q_proj", "k_proj", "v_proj", "o_proj", ""),
 )
-FUSED: tuple[tuple[str, str], ...] = (("c_attn", "c_proj"), ("qkv", "proj"))
+FUSED: tuple[tuple[str, str], ...] = (("c_attn", "c_proj"),)
+# timm's fused ("qkv", "proj") is not listed: its forward reshapes the heads' output to the input width
+# (``reshape(B, N, C)``), so a block with fewer heads needs a replacement module, not new sizes.
 ACTIVATIONS = ("act", "act_fn", "activation", "activation_fn", "intermediate_act_fn")
 """Where the activation between an MLP's projections is found: an attribute of the block or of its first
 projection's parent."""
