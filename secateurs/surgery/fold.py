@@ -48,7 +48,9 @@ from .. import masking
 from ..errors import PruningError
 from ..graph import ChannelGraph, analyse
 from ..progress import track
-from .batchnorm import Folded, fold as fold_batchnorm, pairs as batchnorm_pairs, unfold
+from .batchnorm import Folded, unfold
+from .batchnorm import fold as fold_batchnorm
+from .batchnorm import pairs as batchnorm_pairs
 from .compact import plan
 from .kmeans import kmeans
 from .merge import knee
