@@ -48,7 +48,7 @@ from .. import masking
 from ..errors import PruningError
 from ..graph import ChannelGraph, analyse
 from ..progress import track
-from .batchnorm import Folded, unfold
+from .batchnorm import Folded, repair_stats, unfold
 from .batchnorm import fold as fold_batchnorm
 from .batchnorm import pairs as batchnorm_pairs
 from .compact import plan
@@ -169,6 +169,8 @@ def groups_of(g: ChannelGraph, folded: dict[str, Folded]) -> tuple[list[dict[int
         shapes = {tuple(len(r) for _, r in sorted(u.items())) for u in units.values()}
         if len(units) >= 2 and len(shapes) == 1:
             out.append(units)
+        elif len(shapes) > 1:
+            skipped.update({n: "units of different sizes" for n in next(iter(units.values()))})
     return out, skipped
 
 
@@ -269,30 +271,3 @@ def _sum_columns(reader: nn.Module, cols: list[list[int]]) -> None:
         w[:, keep] = w[:, idx].double().sum(1).to(w.dtype)
         w[:, idx[1:]] = 0
 
-
-def repair_stats(rows: Tensor, shifts: Tensor, saved: Folded, idx: list[int], merged: Tensor,
-                 shift: Tensor) -> tuple[Tensor, Tensor]:
-    """Scale a merged channel to its members' standard deviation around its (exact) mean, with no data.
-
-    Args:
-        rows: the members' folded rows, ``(m, fan_in)``.
-        shifts: the members' folded shifts (unused but for their mean, which ``shift`` is).
-        saved: the original BatchNorm parameters and statistics.
-        idx: the members' channel indices.
-        merged, shift: the merged row and shift (the means).
-
-    Returns:
-        The repaired row and shift (see the module docstring, step 4).
-    """
-    gamma = saved.gamma[idx].double().abs()
-    norms = rows.norm(dim=1)
-    ok = norms > 0
-    if not bool(ok.any()):
-        return merged, shift
-    est = ((gamma[ok, None] * rows[ok] / norms[ok, None]).sum(0) / len(idx)).norm()
-    target = gamma.pow(2).mean().sqrt()
-    if float(est) <= 0 or float(target) <= 0:
-        return merged, shift
-    alpha = (target / est).clamp(1.0, math.sqrt(len(idx)))
-    mean = saved.beta[idx].double().mean()
-    return alpha * merged, alpha * shift + (1 - alpha) * mean

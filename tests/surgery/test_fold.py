@@ -8,8 +8,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs import zoo
-from secateurs.surgery import fold as fold_module
-from secateurs.surgery.batchnorm import Folded
+from secateurs.surgery.batchnorm import Folded, repair_stats
 
 
 def _bn_stats(net: nn.Module) -> nn.Module:
@@ -83,12 +82,12 @@ def test_fold_shrinks_zoo_bn_networks_and_save_load_replays(tmp_path):
 def test_repair_scales_a_merged_channel_to_its_members_deviation():
     saved = Folded("conv", torch.tensor([1.0, 1.0]), torch.tensor([0.5, 1.5]), torch.zeros(2), torch.ones(2), 0.0)
     rows = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # orthogonal: independent channels
-    merged, shift = fold_module.repair_stats(rows, torch.tensor([0.0, 2.0]), saved, [0, 1], rows.mean(0),
+    merged, shift = repair_stats(rows, torch.tensor([0.0, 2.0]), saved, [0, 1], rows.mean(0),
                                              torch.tensor(1.0, dtype=torch.float64))
     # sigma of the average = 1/sqrt(2), members' sigma = 1: alpha = sqrt(2) (the cap for 2 members)
     assert torch.allclose(merged, torch.tensor([0.5, 0.5], dtype=torch.float64) * math.sqrt(2))
     assert float(shift) == pytest.approx(math.sqrt(2) * 1.0 + (1 - math.sqrt(2)) * 1.0)  # mean of beta is 1
-    same, _ = fold_module.repair_stats(rows[[0, 0]], torch.zeros(2), saved, [0, 1], rows[0], torch.tensor(0.0))
+    same, _ = repair_stats(rows[[0, 0]], torch.zeros(2), saved, [0, 1], rows[0], torch.tensor(0.0))
     assert torch.equal(same, rows[0])  # identical members: nothing to repair
 
 
