@@ -20,6 +20,7 @@ from .pruning import PruneResult, prune, score
 from .reports import sensitivity
 from .storage import export_hf, export_onnx, load, save
 from .surgery.compact import compact
+from .surgery.fold import FoldResult, fold
 from .surgery.gates import RuntimeGate, average_flops, wrap_convs
 from .surgery.merge import MergeResult, merge_neurons
 from .training.learned import L0Gates, Movement
@@ -31,7 +32,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AccelerateResult", "accelerate", "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET",
     "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria",
-    "export_hf", "export_onnx", "finalize", "load", "masks", "merge_neurons", "penalty", "prune", "restore", "save", "score",
+    "FoldResult", "export_hf", "export_onnx", "finalize", "fold", "load", "masks", "merge_neurons", "penalty", "prune",
+    "restore", "save", "score",
     "sensitivity", "sparsity", "summary",
 ]
 
