@@ -47,8 +47,22 @@ Four parts, each printing its baseline beside it:
    neuron pruning of the same FFN layers (L2 norm of the incoming weights, as above)
    is printed beside it as the baseline. An exception is printed, not hidden.
 
+6. Folding (issue 16), no data, no fine-tuning: resnet-20 and a VGG with BatchNorm (3 epochs), LeNet-300-100 and
+   the 784-1000-10 MLP (10 epochs), trained once on ``mnist`` and cached under ``benchmarks/.cache/`` (keyed by
+   the settings). At f = 0.3 / 0.5 / 0.7 of each group's channels: ``sc.fold`` (mean over k-means seeds 0-2),
+   ``sc.merge_neurons``, L1-norm coupled channel removal (``sc.prune(criterion="magnitude",
+   granularity="channel", scope="local")`` + ``sc.compact``) and random removal (mean over seeds 0-2); test
+   accuracy and the share of parameters removed; then ``sc.fold(amount="auto")``.
+
+7. all-MiniLM-L6-v2 at 10 / 25 / 50% of the FFN neurons and heads of every layer: ``sc.fold`` vs
+   ``sc.merge_neurons`` (FFN only) vs L1-norm removal (magnitude criterion, neuron granularity: FFN neurons and
+   heads) vs the activation criterion on 64 real calibration sentences (data-driven, the reference); mean cosine
+   of 64 held-out sentence embeddings to the dense model's. ``--fold-plot`` writes accuracy (cosine) vs fraction
+   removed, one line per method, one panel per network (default ``benchmarks/data_free.png``).
+
 Run:  .venv/bin/python benchmarks/data_free.py [--plot data_free.png] [--threads 2] [--repeats 3]
-      (about 1 minute on 2 idle cores; --skip-speed, --skip-minilm to leave parts out)
+      (about 1 minute on 2 idle cores; --skip-speed, --skip-minilm to leave parts out; --fold-only for parts
+      6-7, whose first run trains the CNNs: tens of minutes on 2 busy cores)
 """
 
 from __future__ import annotations
