@@ -20,20 +20,20 @@ def ids() -> torch.Tensor:
 
 
 def _bert(name: str) -> tuple[nn.Module, tuple[Any, ...]]:
-    import transformers as tf  # noqa: PLC0415 (optional: the callers skip without it)
+    import transformers as tf
 
     config, model = {"bert": (tf.BertConfig, tf.BertModel), "roberta": (tf.RobertaConfig, tf.RobertaModel)}[name]
     return model(config(vocab_size=50, **SIZE)), (ids(),)
 
 
 def _distilbert() -> tuple[nn.Module, tuple[Any, ...]]:
-    import transformers as tf  # noqa: PLC0415
+    import transformers as tf
 
     return tf.DistilBertModel(tf.DistilBertConfig(vocab_size=50, n_layers=2, dim=32, n_heads=4, hidden_dim=64)), (ids(),)
 
 
 def gpt2() -> tuple[nn.Module, tuple[Any, ...]]:
-    import transformers as tf  # noqa: PLC0415
+    import transformers as tf
 
     config = tf.GPT2Config(vocab_size=50, n_layer=2, n_embd=32, n_head=4, n_inner=64, n_positions=16,
                            bos_token_id=0, eos_token_id=0)
@@ -41,7 +41,7 @@ def gpt2() -> tuple[nn.Module, tuple[Any, ...]]:
 
 
 def llama(kind: str = "llama") -> tuple[nn.Module, tuple[Any, ...]]:
-    import transformers as tf  # noqa: PLC0415
+    import transformers as tf
 
     config, model = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM), "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
                      "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM)}[kind]
@@ -50,7 +50,7 @@ def llama(kind: str = "llama") -> tuple[nn.Module, tuple[Any, ...]]:
 
 
 def _vit() -> tuple[nn.Module, tuple[Any, ...]]:
-    import transformers as tf  # noqa: PLC0415
+    import transformers as tf
 
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     return tf.ViTModel(tf.ViTConfig(image_size=16, patch_size=8, **SIZE)), (x,)
