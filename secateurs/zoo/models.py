@@ -122,6 +122,23 @@ def _input_shape(name: str, full: dict[str, Any]) -> list[int]:
     return shape
 
 
+def for_data(name: str, input_shape: Sequence[int], num_classes: int) -> dict[str, int]:
+    """The arguments that fit model ``name`` to a data set of ``input_shape`` (one example) and ``num_classes``:
+    ``in_channels`` and ``image_size`` for image models, ``in_features`` for flat ones."""
+    if name not in _BUILDERS:
+        raise PruningError(f"unknown model {str(name)[:60]!r}; allowed: {', '.join(models())}")
+    takes = inspect.signature(_BUILDERS[name]).parameters
+    fit: dict[str, int] = {"num_classes": int(num_classes)}
+    if "in_features" in takes:
+        fit["in_features"] = math.prod(int(v) for v in input_shape)
+    if "image_size" in takes:
+        if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+            raise PruningError(f"model {name!r} takes square images (channels, side, side); the data set's "
+                               f"examples have shape {tuple(input_shape)}")
+        fit["in_channels"], fit["image_size"] = int(input_shape[0]), int(input_shape[-1])
+    return fit
+
+
 def models() -> list[str]:
     """Names of the bundled models."""
     return sorted(_BUILDERS)
