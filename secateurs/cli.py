@@ -100,7 +100,11 @@ def _export(a: argparse.Namespace) -> int:
         raise PruningError(f"{a.model!r} does not record its input shape; pass --input-shape")
     runner.fits(model, inputs, f"--input-shape {a.input_shape}" if a.input_shape else "the recorded input shape")
     if a.compact:
+        before = sum(p.numel() for p in model.parameters())
         model = compact(model, inputs)
+        if sum(p.numel() for p in model.parameters()) == before:
+            print(f"secateurs: note: --compact removed nothing: {a.model} has no whole channel or neuron pruned "
+                  f"(prune with --granularity channel/neuron first)", file=sys.stderr)
     try:
         diff = export_onnx(model, inputs, a.onnx)
     except PruningError as exc:

@@ -88,3 +88,24 @@ def test_every_zoo_model_builds_for_every_data_set_it_can_take(model: str, data:
 
 def test_files_module_is_used_by_the_cli() -> None:
     assert runner.check_writable is files.check_writable
+
+
+def test_amount_without_data_free_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _main(capsys, "prune", "mlp", "--amount", "0.5", "-o", tmp_path / "out")
+    _one_line(code, err)
+    assert "--amount" in err and not (tmp_path / "out").exists()
+
+
+def test_export_compact_of_an_unstructured_model_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    m = zoo.model("mlp", widths=[8])
+    sc.prune(m, 0.5)
+    sc.save(m, tmp_path / "m.safetensors")
+    code, _, err = _main(capsys, "export", tmp_path / "m.safetensors", "--compact", "--onnx", tmp_path / "m.onnx")
+    assert code == 0 and "removed nothing" in err
+
+
+def test_pruning_untrained_weights_prints_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _main(capsys, "prune", "mlp", "--sparsity", "0.5", "-o", tmp_path / "out")
+    assert code == 0 and "not trained" in err
+    code, _, err = _main(capsys, "prune", "mlp", "--sparsity", "0.5", "-o", tmp_path / "out", "-q")
+    assert code == 0 and err == ""  # --quiet stays silent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,9 @@ def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     model = build_model(recipe)
     _check_stages(recipe, model)
+    if not quiet and recipe.prune and not recipe.train.epochs and not Path(recipe.model).is_file():
+        print(f"secateurs: note: {recipe.model} is not trained (no train: epochs); its random weights are pruned",
+              file=sys.stderr)
     if recipe.data is not None:  # a file's model and a data set of another shape: bad input, before any work
         fits(model, (zoo.dataset(recipe.data).test.tensors[0][:1],), f"data {recipe.data!r}")
     distributed.broadcast_masks(model)  # seeded alike on every rank; rank 0's, to be certain

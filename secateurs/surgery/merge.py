@@ -244,6 +244,7 @@ def merge_neurons(
     if not found:
         raise PruningError("no mergeable layer pair (Linear or conv -> elementwise activation -> Linear or conv)")
     chosen = _choose(found, layers, amount)
+    _check_finite(new, {n for pair in chosen for n in pair})
     step: dict[str, dict[str, Any]] = {}
     records = []
     for name, reader in track(chosen, "merge", unit="layer"):  # in graph order; each pair sees the layers already merged before it
@@ -258,6 +259,14 @@ def merge_neurons(
             step.setdefault(module, {}).update(entry)
     record(new, step)
     return MergeResult(new, records)
+
+
+def _check_finite(model: nn.Module, names: set[str]) -> None:
+    """Refuse NaN or infinite weights, as :func:`secateurs.prune` does (they would merge into every neuron)."""
+    for name in sorted(names):
+        for pname, p in model.get_submodule(name).named_parameters(recurse=False):
+            if not bool(torch.isfinite(p).all()):
+                raise PruningError(f"{name}.{pname} has NaN or infinite values; fix the weights before merging")
 
 
 def _merge_pair(model: nn.Module, g: ChannelGraph, name: str, reader: str, amount: float | str,
