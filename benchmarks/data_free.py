@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from _load import busy_seconds  # benchmarks/ is the script's directory
+from _load import busy_seconds, competing  # benchmarks/ is the script's directory
 from secateurs import zoo
 from secateurs.training import evaluate, train
 
@@ -375,6 +375,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of merge_neurons per size (best kept)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument("--busy", action="store_true",
+                        help="run one competing CPU-bound process beside the speed measurements")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -382,8 +385,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads")
     print()
     if not args.skip_speed:
-        speed(args.repeats)
-    mnist(args.plot or None)
+        if args.busy:
+            print("--busy: one competing CPU-bound process runs beside the speed measurements")
+        with competing(args.busy):
+            speed(args.repeats)
+    if not args.skip_mnist:
+        mnist(args.plot or None)
     if not args.skip_minilm:
         minilm()
     print(f"total {time.perf_counter() - start:.0f} s")

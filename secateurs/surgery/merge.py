@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import masking, zoo
+from ..allocation import one_thread
 from ..errors import PruningError
 from ..graph import ChannelGraph, analyse
 from ..inputs import as_inputs
@@ -151,8 +152,16 @@ def greedy(w: Tensor, a2: Tensor, steps: int, scaled: bool = False,
     best, partner = dist.min(dim=0)  # for each source column j: nearest target row i
     out_w = None if outgoing is None else outgoing.clone()
     a2 = a2.clone()
-    merges = []
-    for _ in range(min(steps, n - 1)):
+    merges: list[tuple[int, int, float, float]] = []
+    with one_thread():  # thousands of vector-sized ops: no thread barrier to wait at on a busy machine
+        _greedy_steps(min(steps, n - 1), dist, alpha, alive, best, partner, out_w, a2, merges)
+    return merges
+
+
+def _greedy_steps(steps: int, dist: Tensor, alpha: Tensor | None, alive: Tensor, best: Tensor, partner: Tensor,
+                  out_w: Tensor | None, a2: Tensor, merges: list[tuple[int, int, float, float]]) -> None:
+    """The merge loop of :func:`greedy`, appending to ``merges`` (the tensors are updated in place)."""
+    for _ in range(steps):
         sal = torch.where(alive, a2 * best, torch.full_like(best, math.inf))
         j = int(sal.argmin())
         i = int(partner[j])
@@ -168,7 +177,6 @@ def greedy(w: Tensor, a2: Tensor, steps: int, scaled: bool = False,
         if bool(stale.any()):
             cols = stale.nonzero().squeeze(1)
             best[cols], partner[cols] = dist[:, cols].min(dim=0)
-    return merges
 
 
 def knee(saliency: Sequence[float]) -> int:
