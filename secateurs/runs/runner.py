@@ -109,16 +109,16 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
 def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
     start = time.perf_counter()
     out = Path(out_dir)
-    if distributed.is_main():
-        check_writable(out)  # an unusable output folder is bad input, found before any training
     torch.manual_seed(recipe.seed)
     model = build_model(recipe)
     _check_stages(recipe, model)
+    if recipe.data is not None:  # a file's model and a data set of another shape: bad input, before any work
+        fits(model, (zoo.dataset(recipe.data).test.tensors[0][:1],), f"data {recipe.data!r}")
+    if distributed.is_main():
+        check_writable(out)  # an unusable output folder is bad input, found before any training
     if not quiet and recipe.prune and not recipe.train.epochs and not Path(recipe.model).is_file():
         print(f"secateurs: note: {recipe.model} is not trained (no train: epochs); its random weights are pruned",
               file=sys.stderr)
-    if recipe.data is not None:  # a file's model and a data set of another shape: bad input, before any work
-        fits(model, (zoo.dataset(recipe.data).test.tensors[0][:1],), f"data {recipe.data!r}")
     distributed.broadcast_masks(model)  # seeded alike on every rank; rank 0's, to be certain
     init_state = snapshot(model)  # the weights before training, for lottery-ticket rewinding
     init_w = _weights(model) if recipe.report and recipe.train.epochs else None  # for the report's plots
