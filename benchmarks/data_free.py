@@ -79,7 +79,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from _load import busy_seconds  # benchmarks/ is the script's directory
+from _load import busy_seconds, competing  # benchmarks/ is the script's directory
 from secateurs import zoo
 from secateurs.training import evaluate, train
 
@@ -550,6 +550,9 @@ def main() -> None:
     parser.add_argument("--fold-only", action="store_true", help="only parts 6-7 (folding, issue 16)")
     parser.add_argument("--fold-plot", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "data_free.png"),
                         help="PNG of parts 6-7 ('' for none)")
+    parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument("--busy", action="store_true",
+                        help="run one competing CPU-bound process beside the speed measurements")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -558,8 +561,12 @@ def main() -> None:
     print()
     if not args.fold_only:
         if not args.skip_speed:
-            speed(args.repeats)
-        mnist(args.plot or None)
+            if args.busy:
+                print("--busy: one competing CPU-bound process runs beside the speed measurements")
+            with competing(args.busy):
+                speed(args.repeats)
+        if not args.skip_mnist:
+            mnist(args.plot or None)
         if not args.skip_minilm:
             minilm()
     results: dict[str, dict[str, list[float]]] = {}

@@ -98,8 +98,13 @@ def _export(a: argparse.Namespace) -> int:
     inputs = (torch.randn(*_shape(a.input_shape)),) if a.input_shape else zoo.example_inputs(model)
     if inputs is None:
         raise PruningError(f"{a.model!r} does not record its input shape; pass --input-shape")
+    runner.fits(model, inputs, f"--input-shape {a.input_shape}" if a.input_shape else "the recorded input shape")
     if a.compact:
+        before = sum(p.numel() for p in model.parameters())
         model = compact(model, inputs)
+        if sum(p.numel() for p in model.parameters()) == before:
+            print(f"secateurs: note: --compact removed nothing: {a.model} has no whole channel or neuron pruned "
+                  f"(prune with --granularity channel/neuron first)", file=sys.stderr)
     try:
         diff = export_onnx(model, inputs, a.onnx)
     except PruningError as exc:
@@ -271,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal error: one line unless --debug
         if args.debug:
             raise
+        if isinstance(exc, OSError) and exc.filename:  # a path that cannot be written (read-only file system,
+            print(f"secateurs: error: cannot write {exc.filename!r}: {exc.strerror or exc}; "  # full disk)
+                  f"choose another path", file=sys.stderr)
+            return 2
         print(f"secateurs: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import masking
+from ..allocation import one_thread
 from ..errors import PruningError
 from ..graph import ChannelGraph, analyse
 from ..layers import assign
@@ -156,8 +157,16 @@ def greedy(w: Tensor, a2: Tensor, steps: int, scaled: bool = False,
     best, partner = dist.min(dim=0)  # for each source column j: nearest target row i
     out_w = None if outgoing is None else outgoing.clone()
     a2 = a2.clone()
-    merges = []
-    for _ in range(min(steps, n - 1)):
+    merges: list[tuple[int, int, float, float]] = []
+    with one_thread():  # thousands of vector-sized ops: no thread barrier to wait at on a busy machine
+        _greedy_steps(min(steps, n - 1), dist, alpha, alive, best, partner, out_w, a2, merges)
+    return merges
+
+
+def _greedy_steps(steps: int, dist: Tensor, alpha: Tensor | None, alive: Tensor, best: Tensor, partner: Tensor,
+                  out_w: Tensor | None, a2: Tensor, merges: list[tuple[int, int, float, float]]) -> None:
+    """The merge loop of :func:`greedy`, appending to ``merges`` (the tensors are updated in place)."""
+    for _ in range(steps):
         sal = torch.where(alive, a2 * best, torch.full_like(best, math.inf))
         j = int(sal.argmin())
         i = int(partner[j])
@@ -173,7 +182,6 @@ def greedy(w: Tensor, a2: Tensor, steps: int, scaled: bool = False,
         if bool(stale.any()):
             cols = stale.nonzero().squeeze(1)
             best[cols], partner[cols] = dist[:, cols].min(dim=0)
-    return merges
 
 
 def knee(saliency: Sequence[float]) -> int:
@@ -253,6 +261,7 @@ def merge_neurons(
     if not found:
         raise PruningError("no mergeable layer pair (Linear or conv -> elementwise activation -> Linear or conv)")
     chosen = _choose(found, layers, amount)
+    _check_finite(new, {n for pair in chosen for n in pair})
     step: dict[str, dict[str, Any]] = {}
     records = []
     for name, reader in track(chosen, "merge", unit="layer"):  # in graph order; each pair sees the layers already merged before it
@@ -270,6 +279,14 @@ def merge_neurons(
     record(new, step)
     batchnorm.unfold(new, folded, {bn: step.get(bn, {}).get("norm") for bn in folded})
     return MergeResult(new, records)
+
+
+def _check_finite(model: nn.Module, names: set[str]) -> None:
+    """Refuse NaN or infinite weights, as :func:`secateurs.prune` does (they would merge into every neuron)."""
+    for name in sorted(names):
+        for pname, p in model.get_submodule(name).named_parameters(recurse=False):
+            if not bool(torch.isfinite(p).all()):
+                raise PruningError(f"{name}.{pname} has NaN or infinite values; fix the weights before merging")
 
 
 def _merge_pair(model: nn.Module, g: ChannelGraph, name: str, reader: str, amount: float | str,
