@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import NORMS, trace
-from ..graph.structural import bert_layers
+from ..graph.structural import recognised
 from .tracing import LAYERS
 
 
@@ -46,7 +46,7 @@ class Folded:
 
 def pairs(model: nn.Module, example_inputs: tuple[Any, ...]) -> dict[str, str]:
     """``{batchnorm: producer}`` for each foldable BatchNorm (see the module docstring)."""
-    if bert_layers(model) or not any(isinstance(m, NORMS) for m in model.modules()):
+    if recognised(model) or not any(isinstance(m, NORMS) for m in model.modules()):
         return {}
     gm = trace(model, example_inputs)
     out = {}

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import PruningError
-from ..graph.structural import bert_layers
+from ..graph.structural import recognised
 from ..inputs import as_inputs
 from ..zoo.models import ARCH_ATTR
 
@@ -43,7 +43,7 @@ def trace_inputs(model: nn.Module, example_inputs: Any, who: str) -> tuple[Any, 
     arch = getattr(model, ARCH_ATTR, None)
     if isinstance(arch, dict) and "input_shape" in arch:
         return (torch.zeros(*arch["input_shape"]),)
-    if bert_layers(model):
+    if recognised(model):
         return ()
     first = next((m for m in model.modules() if isinstance(m, LAYERS)), None)
     if isinstance(model, nn.Sequential) and isinstance(first, nn.Linear):
