@@ -11,8 +11,8 @@ in-memory reference call the same code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
