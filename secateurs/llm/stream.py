@@ -76,9 +76,9 @@ def peak_rss_bytes() -> int:
 
 def embed(ckpt: Checkpoint, batches: Iterable[Tensor], pair: Pair) -> None:
     """Put the embeddings of every batch of token ids into ``pair.inputs``."""
-    weight = ckpt.read(["model.embed_tokens.weight"])["model.embed_tokens.weight"].float()
+    weight = ckpt.read(["model.embed_tokens.weight"])["model.embed_tokens.weight"]  # stored dtype: no float copy
     for ids in batches:
-        pair.inputs.append(F.embedding(ids, weight))
+        pair.inputs.append(F.embedding(ids, weight).float())
 
 
 def propagate(layer: torch.nn.Module, geometry: Geometry, pair: Pair) -> None:
