@@ -146,8 +146,8 @@ def read_all(folder: Path) -> tuple[float, int]:
 def scale(folder: Path) -> None:
     t0 = time.perf_counter()
     size = write_big(folder)
-    print(f"checkpoint: {size / 1e9:.2f} GB bf16 ({size / 2 / 1e9:.2f}B parameters), written in "
-          f"{time.perf_counter() - t0:.0f}s")
+    print(f"checkpoint: {size / 1e9:.2f} GB bf16 ({size / 2 / 1e9:.2f}B parameters), written (or found in "
+          f"--scale-dir) in {time.perf_counter() - t0:.0f}s")
     secs, n = read_all(folder)
     print(f"read alone: {n / 1e9:.2f} GB in {secs:.1f}s = {n / secs / 1e9:.2f} GB/s (page cache as it was)")
     # random token ids as calibration: the random checkpoint has no tokenizer (and no language)
