@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -33,10 +32,10 @@ from safetensors.torch import save_file
 import secateurs as sc
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-SMALL = dict(hidden_size=128, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4,
-             num_key_value_heads=2, vocab_size=1024, max_position_embeddings=256, tie_word_embeddings=False)
-BIG = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-           num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=False)
+SMALL = {"hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 4, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "vocab_size": 1024, "max_position_embeddings": 256, "tie_word_embeddings": False}
+BIG = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+           "num_key_value_heads": 4, "vocab_size": 32000, "max_position_embeddings": 2048, "tie_word_embeddings": False}
 SEQLEN = 64
 
 
@@ -87,7 +86,7 @@ def train_small(steps: int) -> Path:
 
 def quality(steps: int) -> None:
     folder = train_small(steps)
-    ppl = lambda d: sc.llm.perplexity(d, None, seqlen=SEQLEN, show_progress=False)  # noqa: E731
+    ppl = lambda d: sc.llm.perplexity(d, None, seqlen=SEQLEN, show_progress=False)
     print(f"\ndense perplexity on held-out text: {ppl(folder):.2f}")
     print(f"{'sparsity':<9} {'method':<15} {'perplexity':>10} {'x dense':>8} {'prune s':>8}")
     dense = ppl(folder)

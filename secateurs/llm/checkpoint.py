@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -153,7 +152,3 @@ def _by_shard(weight_map: dict[str, str]) -> dict[str, list[str]]:
         out.setdefault(shard, []).append(name)
     return out
 
-
-def iter_layers(ckpt: Checkpoint, start: int = 0) -> Iterator[int]:
-    """Layer numbers from ``start`` to the last."""
-    yield from range(start, ckpt.n_layers)
