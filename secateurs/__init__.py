@@ -11,7 +11,7 @@ The package is built in layers, each importing only from those below it; see
 "Architecture and extending" in docs/guide.md.
 """
 
-from . import _moved, criteria
+from . import _moved, criteria, llm
 from .analysis import sparsity, summary
 from .errors import PruningError
 from .inference import AccelerateResult, accelerate
@@ -32,8 +32,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AccelerateResult", "accelerate", "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET",
     "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria",
-    "FoldResult", "export_hf", "export_onnx", "finalize", "fold", "load", "masks", "merge_neurons", "penalty", "prune",
-    "restore", "save", "score",
+    "FoldResult", "export_hf", "export_onnx", "finalize", "fold", "llm", "load", "masks", "merge_neurons", "penalty",
+    "prune", "restore", "save", "score",
     "sensitivity", "sparsity", "summary",
 ]
 

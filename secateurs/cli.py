@@ -19,6 +19,7 @@ import torch
 from . import criteria, progress, zoo
 from .analysis.summary import summary
 from .errors import PruningError
+from .llm import commands as llm_commands
 from .runs import compare, recipes, runner, stages
 from .storage import export_onnx
 from .surgery.compact import compact
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--compact", action="store_true", help="remove pruned channels first (sc.compact)")
 
     sub.add_parser("criteria", help="list the available criteria")
+    llm_commands.add_parsers(sub)
     return p
 
 
@@ -226,6 +228,8 @@ def _dispatch(a: argparse.Namespace) -> int:
         return _compare(a)
     if a.command == "export":
         return _export(a)
+    if a.command == "llm":
+        return llm_commands.run(a)
     recipe = {"demo": lambda: recipes.parse(recipes.DEMO, "demo recipe"),
               "run": lambda: recipes.load(a.recipe), "prune": lambda: _prune_recipe(a)}[a.command]()
     metrics = runner.run(recipe, a.out, quiet=a.quiet)
