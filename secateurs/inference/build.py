@@ -36,8 +36,19 @@ def _name(source: Path) -> str:
     return f"secateurs_sparse_{digest[:12]}"
 
 
+def _path_with_ninja() -> str:
+    """``$PATH`` with the interpreter's ``bin`` first: pip's ``ninja`` lives there when the venv is not activated."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
 def _load(source: Path, name: str) -> ModuleType:
-    return cpp_extension.load(name, [str(source)], extra_cflags=FLAGS, verbose=False)
+    """Compile (or find in the cache) and import the extension; torch runs ``ninja`` from ``$PATH``."""
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = _path_with_ninja()
+    try:
+        return cpp_extension.load(name, [str(source)], extra_cflags=FLAGS, verbose=False)
+    finally:
+        os.environ["PATH"] = before
 
 
 def _compile(source: Path) -> ModuleType:
@@ -47,6 +58,9 @@ def _compile(source: Path) -> ModuleType:
     if not source.is_file():
         raise RuntimeError(f"kernel source {source} is missing")
     name = _name(source)
+    built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
+    if built.is_file():  # compiled before: loading it costs no compile (ninja finds nothing to do)
+        return _load(source, name)
     code = ("import sys; from secateurs.inference.build import _load; from pathlib import Path; "
             "_load(Path(sys.argv[1]), sys.argv[2])")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), *sys.path])}

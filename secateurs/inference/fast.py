@@ -90,7 +90,7 @@ class BitmaskLinear(_SparseLinear):
     def __init__(self, mask: Tensor, values: Tensor, in_features: int, bias: Tensor | None) -> None:
         rows = mask.shape[0]
         super().__init__(in_features, rows, bias, values.dtype)
-        counts = _POPCOUNT[mask.reshape(-1).int()].reshape(rows, -1).sum(dim=1)
+        counts = _POPCOUNT[mask.reshape(-1).int()].reshape(rows, mask.shape[1]).sum(dim=1)
         offsets = torch.zeros(rows + 1, dtype=torch.int64)
         torch.cumsum(counts, 0, out=offsets[1:])
         if int(offsets[-1]) != values.numel():
@@ -116,7 +116,7 @@ def bitmask_linear(layer: nn.Linear) -> BitmaskLinear | None:
     rows, cols = w.shape
     keep = w != 0
     padded = F.pad(keep, (0, (-cols) % 8)) if cols % 8 else keep
-    mask = sparse_format.pack(padded).reshape(rows, -1)
+    mask = sparse_format.pack(padded).reshape(rows, padded.shape[1] // 8)
     return BitmaskLinear(mask, w[keep], cols, None if layer.bias is None else layer.bias.detach())
 
 
