@@ -98,9 +98,10 @@ def available() -> bool:
 
 
 def set_isa(level: int) -> int:
-    """Cap the instruction set the kernels use: 0 portable C++, 1 AVX2+FMA; returns the level in force.
+    """Cap the instruction set the kernels use: 0 portable C++, 1 AVX2+FMA, 2 AVX-512; returns the level in force.
 
-    The kernels pick AVX2+FMA at run time where the CPU has it; tests lower it to check the portable code.
+    The kernels pick the best the CPU has at run time (``__builtin_cpu_supports``): AVX-512 F/BW/VL/VBMI2
+    (expanding loads), else AVX2+FMA, else portable C++; tests lower it to check each.
     """
     ext = extension()
     return 0 if ext is None else int(ext.set_isa(level))

@@ -43,11 +43,11 @@ def test_without_kernels_accelerate_does_not_offer_them(monkeypatch):
 
     result = sc.accelerate(model, (torch.randn(2, 16),), timer=timer)
     assert "bitmask" not in seen and "n:m" not in seen and result.layers[0].path == "dense"
-    assert build.set_isa(1) == 0
+    assert build.set_isa(9) == 0
 
 
 @pytest.mark.skipif(not build.available(), reason="the sparse CPU kernels could not be compiled here")
 def test_compiled_once_then_cached():
     assert build.extension() is build.extension()
     assert build.set_isa(0) == 0
-    assert build.set_isa(5) in (0, 1)  # capped at what the CPU has
+    assert build.set_isa(5) in (0, 1, 2)  # capped at what the CPU has

@@ -7,22 +7,28 @@
 //   N:M:     values [N, G*n] (n per group of m columns, a group with fewer is padded with zeros),
 //            idx uint8 [N, RB] (the column of each value inside its group, `bits` bits each, least
 //            significant first).
-// Values are float32 or bfloat16; x and y are float32. The ISA is chosen at run time: AVX2+FMA where the CPU
-// has it, else portable C++ (set_isa(0) forces the portable code, for tests).
+// Values are float32 or bfloat16; x and y are float32. The ISA is chosen at run time: AVX-512 (F/BW/VL/VBMI2:
+// expanding loads) or AVX2+FMA where the CPU has it, else portable C++ (set_isa lowers it, for tests).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <cstdint>
 #include <cstring>
 
+#define T256 __attribute__((target("avx2,fma,popcnt,bmi,bmi2,lzcnt")))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,avx2,fma,popcnt,bmi,bmi2,lzcnt")))
+
 namespace {
 
-int g_isa = -1;  // -1: not detected yet; 0: portable; 1: AVX2 + FMA
+int g_isa = -1;  // -1: not detected yet; 0: portable; 1: AVX2 + FMA; 2: AVX-512 (F, BW, VL, VBMI2)
 
 int isa() {
   if (g_isa < 0) {
     __builtin_cpu_init();
-    g_isa = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2");
+    g_isa = avx512 ? 2 : (avx2 ? 1 : 0);
   }
   return g_isa;
 }
@@ -91,12 +97,12 @@ void init_perm() {
   }
 }
 
-__attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-__attribute__((target("avx2,fma"))) inline __m256 load8(const uint16_t* p) {
+T256 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+T256 inline __m256 load8(const uint16_t* p) {
   __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+T256 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -105,7 +111,7 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
 
 // Small batch: per 8 columns, expand the kept values into their lanes (permute + mask), FMA with NB rows of x.
 template <typename T, int NB>
-__attribute__((target("avx2,fma"))) void bitmask_avx2_row(const uint8_t* m, const T* p, const float* x, float* y,
+T256 void bitmask_avx2_row(const uint8_t* m, const T* p, const float* x, float* y,
                                                           int64_t N, int64_t KB, int64_t r) {
   const int64_t K = KB * 8;
   const __m256i bits = _mm256_setr_epi32(128, 64, 32, 16, 8, 4, 2, 1);
@@ -125,7 +131,7 @@ __attribute__((target("avx2,fma"))) void bitmask_avx2_row(const uint8_t* m, cons
 
 // Large batch, x transposed and padded: xt [K, Bp]; yt [N, Bp]. Per kept weight, NT tiles of 16 batch columns.
 template <typename T, int NT>
-__attribute__((target("avx2,fma"))) void bitmask_avx2_tiles(const uint8_t* m, const T* p, const float* xt, float* yt,
+T256 void bitmask_avx2_tiles(const uint8_t* m, const T* p, const float* xt, float* yt,
                                                             int64_t KB, int64_t Bp, int64_t r, int64_t t0) {
   __m256 acc[2 * NT];
   for (int j = 0; j < 2 * NT; j++) acc[j] = _mm256_setzero_ps();
@@ -144,7 +150,7 @@ __attribute__((target("avx2,fma"))) void bitmask_avx2_tiles(const uint8_t* m, co
 }
 
 template <typename T>
-__attribute__((target("avx2,fma"))) void bitmask_avx2(const uint8_t* mask, const T* vals, const int64_t* off,
+T256 void bitmask_avx2(const uint8_t* mask, const T* vals, const int64_t* off,
                                                       const float* x, float* y, int64_t N, int64_t KB, int64_t B,
                                                       int64_t r0, int64_t r1) {
   const int64_t K = KB * 8;
@@ -163,7 +169,7 @@ __attribute__((target("avx2,fma"))) void bitmask_avx2(const uint8_t* mask, const
 }
 
 template <typename T>
-__attribute__((target("avx2,fma"))) void bitmask_avx2_t(const uint8_t* mask, const T* vals, const int64_t* off,
+T256 void bitmask_avx2_t(const uint8_t* mask, const T* vals, const int64_t* off,
                                                         const float* xt, float* yt, int64_t KB, int64_t Bp,
                                                         int64_t r0, int64_t r1) {
   const int64_t tiles = Bp / kTile;
@@ -183,7 +189,7 @@ __attribute__((target("avx2,fma"))) void bitmask_avx2_t(const uint8_t* mask, con
 
 // N:M, small batch, n dividing 8: 8 values at a time, their columns decoded in lanes and gathered from x.
 template <typename T, int NB>
-__attribute__((target("avx2,fma"))) void nm_avx2_row(const uint8_t* ir, const T* v, const float* x, float* y,
+T256 void nm_avx2_row(const uint8_t* ir, const T* v, const float* x, float* y,
                                                      int64_t N, int64_t K, int64_t L, int n, int m, int bits,
                                                      int64_t r) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -196,7 +202,13 @@ __attribute__((target("avx2,fma"))) void nm_avx2_row(const uint8_t* ir, const T*
   int64_t j8 = 0;
   for (; j8 + 8 <= L; j8 += 8) {
     uint32_t word = 0;
-    std::memcpy(&word, ir + j8 * bits / 8, bits);  // 8 values x bits = `bits` bytes
+    if (bits == 2) {  // 8 values x bits = `bits` bytes; fixed sizes so that the copy is one load
+      uint16_t w16;
+      std::memcpy(&w16, ir + j8 / 4, 2);
+      word = w16;
+    } else {
+      std::memcpy(&word, ir + j8 / 2, 4);
+    }
     __m256i cols = _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(word)), shifts), low),
                                     base);
     const int64_t first = (j8 / n) * m;
@@ -221,7 +233,7 @@ __attribute__((target("avx2,fma"))) void nm_avx2_row(const uint8_t* ir, const T*
 }
 
 template <typename T>
-__attribute__((target("avx2,fma"))) void nm_avx2(const uint8_t* idx, const T* vals, const float* x, float* y,
+T256 void nm_avx2(const uint8_t* idx, const T* vals, const float* x, float* y,
                                                  int64_t N, int64_t K, int64_t L, int64_t RB, int n, int m,
                                                  int bits, int64_t B, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++) {
@@ -239,7 +251,7 @@ __attribute__((target("avx2,fma"))) void nm_avx2(const uint8_t* idx, const T* va
 }
 
 template <typename T>
-__attribute__((target("avx2,fma"))) void nm_avx2_t(const uint8_t* idx, const T* vals, const float* xt, float* yt,
+T256 void nm_avx2_t(const uint8_t* idx, const T* vals, const float* xt, float* yt,
                                                    int64_t L, int64_t RB, int n, int m, int bits, int64_t Bp,
                                                    int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++) {
@@ -259,12 +271,130 @@ __attribute__((target("avx2,fma"))) void nm_avx2_t(const uint8_t* idx, const T* 
   }
 }
 
+// ---------------------------------------------------------------- AVX-512 (F, BW, VL, VBMI2)
+uint8_t g_rev[256];  // bit-reversed bytes: the stored mask is most significant bit first, AVX-512 masks are not
+
+void init_rev() {
+  for (int b = 0; b < 256; b++) {
+    int r = 0;
+    for (int i = 0; i < 8; i++) r |= ((b >> i) & 1) << (7 - i);
+    g_rev[b] = uint8_t(r);
+  }
+}
+
+T512 inline __m512 expand16(const float* p, __mmask16 k) { return _mm512_maskz_expandloadu_ps(k, p); }
+T512 inline __m512 expand16(const uint16_t* p, __mmask16 k) {
+  __m256i h = _mm256_maskz_expandloadu_epi16(k, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+T512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+T512 inline __m512 load16(const uint16_t* p) {
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Small batch: per 16 columns, one expanding load puts the kept values in their lanes.
+template <typename T, int NB>
+T512 void bitmask_512_row(const uint8_t* m, const T* p, const float* x, float* y, int64_t N, int64_t KB, int64_t r) {
+  const int64_t K = KB * 8;
+  __m512 acc[NB];
+  for (int j = 0; j < NB; j++) acc[j] = _mm512_setzero_ps();
+  int64_t kb = 0;
+  for (; kb + 2 <= KB; kb += 2) {
+    const unsigned k = g_rev[m[kb]] | (unsigned(g_rev[m[kb + 1]]) << 8);
+    __m512 w = expand16(p, __mmask16(k));
+    p += _mm_popcnt_u32(k);
+    for (int j = 0; j < NB; j++) acc[j] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + j * K + kb * 8), acc[j]);
+  }
+  if (kb < KB) {  // the last 8 columns
+    __m512 w = expand16(p, __mmask16(g_rev[m[kb]]));
+    for (int j = 0; j < NB; j++) acc[j] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(0xFF, x + j * K + kb * 8), acc[j]);
+  }
+  for (int j = 0; j < NB; j++) y[j * N + r] = _mm512_reduce_add_ps(acc[j]);
+}
+
+template <typename T>
+T512 void bitmask_512(const uint8_t* mask, const T* vals, const int64_t* off, const float* x, float* y, int64_t N,
+                      int64_t KB, int64_t B, int64_t r0, int64_t r1) {
+  const int64_t K = KB * 8;
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t* m = mask + r * KB;
+    const T* p = vals + off[r];
+    int64_t b = 0;
+    for (; b + 4 <= B; b += 4) bitmask_512_row<T, 4>(m, p, x + b * K, y + b * N, N, KB, r);
+    switch (B - b) {
+      case 3: bitmask_512_row<T, 3>(m, p, x + b * K, y + b * N, N, KB, r); break;
+      case 2: bitmask_512_row<T, 2>(m, p, x + b * K, y + b * N, N, KB, r); break;
+      case 1: bitmask_512_row<T, 1>(m, p, x + b * K, y + b * N, N, KB, r); break;
+      default: break;
+    }
+  }
+}
+
+// N:M, small batch, n dividing 16: 16 values at a time; where they span 32 columns (m = 2n: 2:4, 4:8, 8:16)
+// one two-register permute fetches their inputs, else a gather.
+template <typename T, int NB>
+T512 void nm_512_row(const uint8_t* ir, const T* v, const float* x, float* y, int64_t N, int64_t K, int64_t L, int n,
+                     int m, int bits, int64_t r) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i shifts = _mm512_mullo_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(7)), _mm512_set1_epi32(bits));
+  const __m512i base = _mm512_mullo_epi32(_mm512_srli_epi32(lane, __builtin_ctz(n)), _mm512_set1_epi32(m));
+  const __m512i low = _mm512_set1_epi32((1 << bits) - 1);
+  const bool span32 = m == 2 * n;
+  __m512 acc[NB];
+  for (int j = 0; j < NB; j++) acc[j] = _mm512_setzero_ps();
+  int64_t j16 = 0;
+  for (; j16 + 16 <= L; j16 += 16) {
+    uint64_t word = 0;
+    if (bits == 2) {  // 16 values x bits = 2 * bits bytes; fixed sizes so that the copy is one load
+      uint32_t w32;
+      std::memcpy(&w32, ir + j16 / 4, 4);
+      word = w32;
+    } else {
+      std::memcpy(&word, ir + j16 / 2, 8);
+    }
+    const uint32_t lo = uint32_t(word & ((uint64_t(1) << (8 * bits)) - 1)), hi = uint32_t(word >> (8 * bits));
+    __m512i words = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(int(lo))), _mm256_set1_epi32(int(hi)), 1);
+    __m512i cols = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(words, shifts), low), base);
+    const int64_t first = (j16 / n) * m;
+    __m512 w = load16(v + j16);
+    for (int j = 0; j < NB; j++) {
+      const float* xs = x + j * K + first;
+      __m512 xg = span32 ? _mm512_permutex2var_ps(_mm512_loadu_ps(xs), cols, _mm512_loadu_ps(xs + 16))
+                         : _mm512_i32gather_ps(cols, xs, 4);
+      acc[j] = _mm512_fmadd_ps(w, xg, acc[j]);
+    }
+  }
+  for (int j = 0; j < NB; j++) {
+    float s = _mm512_reduce_add_ps(acc[j]);
+    for (int64_t jj = j16; jj < L; jj++) s += to_f(v[jj]) * x[j * K + nm_col(ir, jj, n, m, bits)];
+    y[j * N + r] = s;
+  }
+}
+
+template <typename T>
+T512 void nm_512(const uint8_t* idx, const T* vals, const float* x, float* y, int64_t N, int64_t K, int64_t L,
+                 int64_t RB, int n, int m, int bits, int64_t B, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++) {
+    const uint8_t* ir = idx + r * RB;
+    const T* v = vals + r * L;
+    int64_t b = 0;
+    for (; b + 4 <= B; b += 4) nm_512_row<T, 4>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r);
+    switch (B - b) {
+      case 3: nm_512_row<T, 3>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r); break;
+      case 2: nm_512_row<T, 2>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r); break;
+      case 1: nm_512_row<T, 1>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r); break;
+      default: break;
+    }
+  }
+}
+
 // ---------------------------------------------------------------- dispatch
 int64_t grain(int64_t N, int64_t work_per_row) {
   return std::max<int64_t>(1, std::min<int64_t>(N, 16384 / std::max<int64_t>(1, work_per_row)));
 }
 
-bool large(int64_t B) { return isa() == 1 && B >= kLargeBatch; }
+bool large(int64_t B) { return isa() >= 1 && B >= kLargeBatch; }
 
 at::Tensor transposed(const at::Tensor& x, int64_t& Bp) {
   const int64_t B = x.size(0);
@@ -295,7 +425,8 @@ at::Tensor bitmask_typed(const at::Tensor& mask, const at::Tensor& values, const
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, N, g, [&](int64_t r0, int64_t r1) {
-    if (isa() == 1) bitmask_avx2<T>(mp, vp, op, xp, yp, N, KB, B, r0, r1);
+    if (isa() == 2) bitmask_512<T>(mp, vp, op, xp, yp, N, KB, B, r0, r1);
+    else if (isa() == 1) bitmask_avx2<T>(mp, vp, op, xp, yp, N, KB, B, r0, r1);
     else bitmask_portable<T>(mp, vp, op, xp, yp, N, KB, B, r0, r1);
   });
   return y;
@@ -321,9 +452,10 @@ at::Tensor nm_typed(const at::Tensor& idx, const at::Tensor& values, const at::T
   at::Tensor y = at::empty({B, N}, x.options());
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  const bool vec = isa() == 1 && 8 % n == 0;
+  const bool vec = isa() >= 1 && 8 % n == 0, wide = isa() == 2 && 16 % n == 0;
   at::parallel_for(0, N, g, [&](int64_t r0, int64_t r1) {
-    if (vec) nm_avx2<T>(ip, vp, xp, yp, N, K, L, RB, ni, mi, bi, B, r0, r1);
+    if (wide) nm_512<T>(ip, vp, xp, yp, N, K, L, RB, ni, mi, bi, B, r0, r1);
+    else if (vec) nm_avx2<T>(ip, vp, xp, yp, N, K, L, RB, ni, mi, bi, B, r0, r1);
     else nm_portable<T>(ip, vp, xp, yp, N, K, L, RB, ni, mi, bi, B, r0, r1);
   });
   return y;
@@ -365,7 +497,8 @@ int64_t set_isa(int64_t level) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   init_perm();
+  init_rev();
   mod.def("bitmask_mm", &bitmask_mm, "y [B, N] = x W^T, W as bitmask + values");
   mod.def("nm_mm", &nm_mm, "y [B, N] = x W^T, W as N:M values + in-group indices");
-  mod.def("set_isa", &set_isa, "0: portable, 1: AVX2+FMA (capped at what the CPU has); returns the level used");
+  mod.def("set_isa", &set_isa, "0: portable, 1: AVX2+FMA, 2: AVX-512 (capped at what the CPU has); returns the level used");
 }
