@@ -52,11 +52,17 @@ def pruned_layer(rows: int, cols: int, pattern: float | str, dtype: torch.dtype,
 
 
 class _Bsr(nn.Module):
+    """torch BSR; a layer whose shape is not a multiple of the block (the MLP's 10-output head) stays dense."""
+
     def __init__(self, layer: nn.Linear, block: int) -> None:
         super().__init__()
-        self.w = layer.weight.detach().to_sparse_bsr((block, block))
+        w = layer.weight.detach()
+        self.dense = any(d % block for d in w.shape)
+        self.w = w if self.dense else w.to_sparse_bsr((block, block))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense:
+            return F.linear(x, self.w)
         return (self.w @ x.reshape(-1, x.shape[-1]).t()).t()
 
 
@@ -97,7 +103,7 @@ def candidates(layers: list[nn.Linear], pattern: float | str, blocks: tuple[int,
     return {k: v for k, v in out.items() if v is not None}
 
 
-def table(quick: bool, rounds: int, reading: Callable[[], object], share: Callable[[object, object], float]) -> list[str]:
+def table(quick: bool, rounds: int, which: str, reading: Callable[[], object], share: Callable[[object, object], float]) -> list[str]:
     bw = bandwidth()
     rows = [f"copy bandwidth (same run): {bw / 1e9:.1f} GB/s\n",
             "| layer | pattern | dtype | batch | dense ms | csr ms | bsr ms (block) | ours ms | x dense | x csr "
@@ -107,7 +113,8 @@ def table(quick: bool, rounds: int, reading: Callable[[], object], share: Callab
     blocks = (16,) if quick else BLOCKS
     shapes = [("4096x4096", [(4096, 4096)]), ("1024x4096", [(1024, 4096)]),
               ("mlp 4096x3", [(4096, 4096), (4096, 4096), (10, 4096)])]
-    for label, dims in shapes[:1] if quick else shapes:
+    shapes = shapes[:1] if quick else shapes[:2] if which == "layers" else shapes[2:] if which == "mlp" else shapes
+    for label, dims in shapes:
         for pattern in patterns:
             for dtype in (torch.float32, torch.bfloat16):
                 layers = [pruned_layer(r, c, pattern, dtype, seed=i) for i, (r, c) in enumerate(dims)]

@@ -181,6 +181,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="sc.accelerate repeats (default 10, --quick 3)")
     p.add_argument("--part", choices=("all", "models", "kernels", "minilm"), default="all",
                    help="models: dense vs sc.accelerate per model; kernels: per-layer kernel table; minilm")
+    p.add_argument("--shapes", choices=("all", "layers", "mlp"), default="all",
+                   help="--part kernels: the two single layers, the whole MLP, or both")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     args = p.parse_args()
     args.runs = args.runs or (5 if args.quick else 20)
@@ -191,7 +193,7 @@ def main() -> None:
     if args.part in ("all", "models"):
         rows += run(args)
     if args.part in ("all", "kernels"):
-        rows += ["", *_kernels.table(args.quick, args.runs, _reading, _others_share)]
+        rows += ["", *_kernels.table(args.quick, args.runs, args.shapes, _reading, _others_share)]
     if args.part in ("all", "minilm"):
         rows += ["", *minilm(args)]
     print("\n" + "\n".join(rows))
