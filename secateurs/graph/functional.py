@@ -69,7 +69,7 @@ def function(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node
     if not method and target is F.layer_norm:
         return _layer_norm(node, x, g)
     if not method and target in (F.group_norm, F.instance_norm):  # statistics over groups: kept (see docs)
-        g.atoms.freeze(x.atoms)
+        g.atoms.freeze(x.atoms, f"{getattr(target, '__name__', target)} (statistics over channel groups)")
         return Labels(x.axis, x.atoms, x.ops | {"norm"})
     if target in ("permute", torch.permute, "transpose", torch.transpose, "swapaxes", "movedim", torch.movedim):
         return _permuted(node, x)
@@ -110,7 +110,7 @@ def _layer_norm(node: fx.Node, x: Labels, g: ChannelGraph) -> Labels:
     shape = shape_of(node.args[0]) or ()
     normalized = arg(node, 1, "normalized_shape", ())
     if x.axis >= len(shape) - len(normalized):
-        g.atoms.freeze(x.atoms)
+        g.atoms.freeze(x.atoms, "a LayerNorm over channels (its statistics mix them)")
     return Labels(x.axis, x.atoms, x.ops | {"layer_norm"})
 
 
@@ -161,7 +161,7 @@ def _sliced(node: fx.Node, x: Labels, g: ChannelGraph) -> Any:
     cut = index[x.axis]
     if isinstance(cut, slice) and range(len(x.atoms))[cut] == range(len(x.atoms)):
         return Labels(axis, x.atoms, x.ops)
-    g.atoms.freeze(x.atoms)  # a fixed cut point would move once channels go
+    g.atoms.freeze(x.atoms, "a slice that cuts the channel axis")  # a fixed cut point would move once channels go
     return UNKNOWN
 
 
@@ -179,7 +179,7 @@ def _pieces(node: fx.Node, x: Labels, g: ChannelGraph) -> Any:
         return tuple(Labels(x.axis, x.atoms, x.ops) for _ in range(count))
     chunks = arg(node, 1, "chunks" if name == "chunk" else "split_size_or_sections", 1)
     if name != "chunk" or len(x.atoms) % int(chunks):
-        g.atoms.freeze(x.atoms)  # fixed sizes would no longer add up once channels go
+        g.atoms.freeze(x.atoms, "a split into fixed sizes along channels")  # fixed sizes would no longer add up once channels go
         return UNKNOWN
     size = len(x.atoms) // int(chunks)
     for p in range(size):

@@ -34,7 +34,7 @@ from ..inputs import evaluating
 from ..modules.attention import ATTENTION, packed
 from .channels import NORMS, Atoms, ChannelGraph, Labels
 from .functional import NONZERO, UNKNOWN, function
-from .nodes import fresh, freeze_all, labels_of, shape_of
+from .nodes import fresh, freeze_all, labels_of, op_name, shape_of
 
 KEEPS_ZERO_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Hardswish, nn.Mish,
@@ -108,11 +108,11 @@ def traced_graph(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequ
 
 def _visit(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
     if node.op == "placeholder":
-        return fresh(node, g)
+        return fresh(node, g, "the model's input")
     if node.op == "get_attr":
         return None
     if node.op == "output":
-        freeze_all(node.args, env, g)
+        freeze_all(node.args, env, g, "the model's output")
         return None
     if node.op == "call_module":
         return _module(node, model.get_submodule(str(node.target)), str(node.target), g, env)
@@ -123,9 +123,9 @@ def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[f
     x = labels_of(node.args[0], env) if node.args else None
     in_shape = shape_of(node.args[0]) if node.args else None
     if name in g.rows or name in g.norms:  # a layer called twice: keep all its channels
-        freeze_all(node.args, env, g)
+        freeze_all(node.args, env, g, f"layer {name!r}, called twice")
         for table in (g.rows, g.cols, g.norms):
-            g.atoms.freeze(table.get(name, []))
+            g.atoms.freeze(table.get(name, []), f"layer {name!r}, called twice")
         return Labels(1 if not isinstance(m, nn.Linear) else len(shape_of(node) or (0, 0)) - 1,
                       g.rows.get(name) or g.norms[name])
     if isinstance(m, nn.Linear):
@@ -133,9 +133,9 @@ def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[f
             g.cols[name] = x.atoms
             g.via[name] = x.ops
             if NONZERO in x.ops:  # a removed channel would not be zero here
-                g.atoms.freeze(x.atoms)
+                g.atoms.freeze(x.atoms, f"a nonzero op ({', '.join(sorted(x.ops))}) before layer {name!r}")
         else:
-            freeze_all(node.args, env, g)
+            freeze_all(node.args, env, g, f"layer {name!r} reads them along another axis")
             g.cols[name] = g.atoms.new(m.in_features, frozen=True)
         out = g.atoms.new(m.out_features)
         g.rows[name] = out
@@ -153,20 +153,27 @@ def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[f
         return _reduced(node, Labels(x.axis, x.atoms, x.ops | {NONZERO}), in_shape, type(m).__name__)
     if isinstance(m, nn.Flatten) and x is not None and in_shape is not None:
         return _flattened(x, in_shape, m.start_dim, m.end_dim, g)
-    freeze_all((node.args, node.kwargs), env, g)
+    freeze_all((node.args, node.kwargs), env, g, _unknown(node, m))
     return fresh(node, g)
+
+
+def _unknown(node: fx.Node, m: nn.Module) -> str:
+    if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+        return f"{op_name(node)} ({type(m).__name__}): a norm over channels mixes them"
+    return f"{op_name(node)} ({type(m).__name__}), unknown to secateurs"
 
 
 def _conv(node: fx.Node, m: nn.Module, name: str, x: Labels | None, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
     """A conv's filters are new channels; grouped and depthwise convs tie channels so groups stay equal."""
     if x is None or x.axis != 1 or len(x.atoms) != m.in_channels:
-        freeze_all(node.args, env, g)
+        freeze_all(node.args, env, g, f"conv {name!r} reads them along another axis")
         g.cols[name] = g.atoms.new(m.in_channels // m.groups, frozen=True)
-        g.rows[name] = g.atoms.new(m.out_channels, frozen=m.groups > 1)
+        g.rows[name] = g.atoms.new(m.out_channels, frozen=m.groups > 1,
+                                   reason=f"grouped conv {name!r} reads channels secateurs cannot follow")
         return Labels(1, g.rows[name])
     g.via[name] = x.ops
     if NONZERO in x.ops:  # a removed channel would not be zero here
-        g.atoms.freeze(x.atoms)
+        g.atoms.freeze(x.atoms, f"a nonzero op ({', '.join(sorted(x.ops))}) before layer {name!r}")
     if m.groups > 1 and m.groups == m.in_channels:  # depthwise (times a multiplier): filters follow inputs
         mult = m.out_channels // m.groups
         g.rows[name] = [a for a in x.atoms for _ in range(mult)]
@@ -186,7 +193,7 @@ def _conv(node: fx.Node, m: nn.Module, name: str, x: Labels | None, g: ChannelGr
 
 def _attention(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
     """Heads of a packed attention module: one unit per head (its q, k, v rows, out_proj columns)."""
-    freeze_all((node.args, node.kwargs), env, g)  # its inputs are the residual stream: kept
+    freeze_all((node.args, node.kwargs), env, g, f"the residual stream of attention {name!r}")  # its inputs are the residual stream: kept
     inner = m.num_heads * m.head_dim
     atoms = g.atoms.new(inner)
     for h in range(0, inner, m.head_dim):
@@ -219,7 +226,7 @@ def _flattened(x: Labels, shape: tuple[int, ...], start: int, end: int, g: Chann
     outer = math.prod(shape[start : x.axis])
     atoms = [a for a in x.atoms for _ in range(inner)] * outer
     if outer > 1:
-        g.atoms.freeze(x.atoms)  # channels interleaved with an outer dim: keep it simple
+        g.atoms.freeze(x.atoms, "a flatten that interleaves channels")  # channels interleaved with an outer dim: keep it simple
     return Labels(start, atoms, x.ops | {"flatten"})
 
 
@@ -255,7 +262,7 @@ def _function(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Nod
             return reduced
     if method and target in ("size", "dim"):
         return None
-    freeze_all((node.args, node.kwargs), env, g)
+    freeze_all((node.args, node.kwargs), env, g, f"{op_name(node)}, an op secateurs does not follow")
     return fresh(node, g)
 
 
@@ -282,7 +289,7 @@ def _cat(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | No
     labels = [labels_of(t, env) for t in tensors]
     shape = shape_of(node)
     if shape is None or any(lab is None for lab in labels) or len({lab.axis for lab in labels}) != 1:
-        freeze_all(node.args, env, g)
+        freeze_all(node.args, env, g, "a torch.cat it cannot follow")
         return fresh(node, g)
     axis = labels[0].axis
     if int(dim) % len(shape) == axis:

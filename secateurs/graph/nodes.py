@@ -27,24 +27,32 @@ def flatten_args(args: Any) -> list[Any]:
     return out
 
 
-def freeze_all(args: Any, env: dict[fx.Node, Any], g: ChannelGraph) -> None:
-    """Freeze every channel that reaches ``args`` (an op we cannot follow)."""
+def freeze_all(args: Any, env: dict[fx.Node, Any], g: ChannelGraph, reason: str = "") -> None:
+    """Freeze every channel that reaches ``args``; ``reason`` says why (default: the op is unknown)."""
     for a in flatten_args(args):
         lab = env.get(a) if isinstance(a, fx.Node) else None
-        if isinstance(lab, Labels):
-            g.atoms.freeze(lab.atoms)
-        elif isinstance(lab, tuple):
-            for part in lab:
-                if isinstance(part, Labels):
-                    g.atoms.freeze(part.atoms)
+        parts = lab if isinstance(lab, tuple) else (lab,)
+        for part in parts:
+            if isinstance(part, Labels):
+                g.atoms.freeze(part.atoms, reason or "an op secateurs does not follow")
 
 
-def fresh(node: fx.Node, g: ChannelGraph, frozen: bool = True) -> Labels | None:
-    """New atoms for the channel axis (axis 1) of ``node``'s output."""
+def op_name(node: fx.Node) -> str:
+    """A short readable name of ``node``'s op (``torch.flip``, ``.roll()``, ``module 'a.b'``)."""
+    if node.op == "call_method":
+        return f".{node.target}()"
+    if node.op == "call_module":
+        return f"module {node.target!r}"
+    target = node.target
+    return f"{getattr(target, '__module__', '') or ''}.{getattr(target, '__name__', target)}".lstrip(".")
+
+
+def fresh(node: fx.Node, g: ChannelGraph, reason: str = "") -> Labels | None:
+    """New frozen atoms for the channel axis (axis 1) of ``node``'s output (an op we cannot follow)."""
     shape = shape_of(node)
     if shape is None or len(shape) < 2:
         return None
-    return Labels(1, g.atoms.new(shape[1], frozen=frozen))
+    return Labels(1, g.atoms.new(shape[1], frozen=True, reason=reason or f"the output of {op_name(node)}"))
 
 
 def arg(node: fx.Node, i: int, name: str, default: Any = None) -> Any:
