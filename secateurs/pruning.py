@@ -139,6 +139,7 @@ def prune(
     """
     sparsity = check_sparsity(sparsity)
     check_choice(scope, "scope", SCOPES)
+    masking.adopt_torch_pruning(model)  # masks from torch.nn.utils.prune become ours (and compound)
     group = gran.parse(granularity)
     if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
         raise PruningError(f"min_density must be a number in [0, 1], got {min_density!r}")
