@@ -67,10 +67,12 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[st
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types; name the module that failed
-        where = _failing_module(model, exc)
+        name, where = _failing_module(model, exc)
+        advice = (f"pass leaf_modules=[{name!r}] to treat it as one opaque layer (its channels are then kept)"
+                  if name else "it fails in the model's own forward, where leaf_modules= cannot help: move that "
+                  "code into a submodule, or prune without example_inputs (layer by layer)")
         raise PruningError(
-            f"torch.fx cannot trace {where}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}; "
-            "pass its name in leaf_modules=[...] to treat it as one opaque layer (its channels are then kept)"
+            f"torch.fx cannot trace {where}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}; {advice}"
         ) from None
     gm = fx.GraphModule(model, graph)
     with torch.no_grad(), evaluating(gm, model):
@@ -83,17 +85,21 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[st
     return gm
 
 
-def _failing_module(model: nn.Module, exc: BaseException) -> str:
-    tb = exc.__traceback__
-    found = "the model"
+def _failing_module(model: nn.Module, exc: BaseException) -> tuple[str, str]:
+    """The qualified name of the innermost submodule whose code raised (``""``: the model itself) and a
+    description naming it and the line of the model's code that failed."""
+    names = {id(m): n for n, m in model.named_modules()}
+    tb, name, line = exc.__traceback__, "", ""
     while tb is not None:
-        frame_self = tb.tb_frame.f_locals.get("self")
-        if isinstance(frame_self, nn.Module) and frame_self is not model:
-            for name, m in model.named_modules():
-                if m is frame_self:
-                    found = f"module {name!r} ({type(m).__name__})"
+        frame = tb.tb_frame
+        frame_self = frame.f_locals.get("self")
+        if isinstance(frame_self, nn.Module) and names.get(id(frame_self)):
+            name = names[id(frame_self)]
+        if "/torch/" not in frame.f_code.co_filename.replace("\\", "/"):
+            line = f"{frame.f_code.co_name} at {frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
         tb = tb.tb_next
-    return found
+    what = f"module {name!r} ({type(model.get_submodule(name)).__name__})" if name else "the model"
+    return name, f"{what}{f' (in {line})' if line else ''}"
 
 
 def traced_graph(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> ChannelGraph:
