@@ -70,8 +70,11 @@ def coupled_masks(
     min_density: float,
     example_inputs: tuple[object, ...],
     leaf_modules: tuple[str, ...] = (),
-) -> tuple[list[tuple[nn.Module, str, Tensor]], int]:
-    """Masks ``(module, tensor name, keep)`` for coupled channel pruning, and the shortfall."""
+) -> tuple[list[tuple[nn.Module, str, Tensor]], int, list[str]]:
+    """Masks ``(module, tensor name, keep)`` for coupled channel pruning, the shortfall, and notes.
+
+    The notes name every target layer with channels that cannot be removed, and why (see :func:`kept_notes`).
+    """
     g = analyse(model, example_inputs, leaf_modules)
     mods = {n: m for n, (m, _, _) in targets.items()}
     for name in g.attention:  # heads are pruned when the output projection is
@@ -79,6 +82,7 @@ def coupled_masks(
             mods[name] = model.get_submodule(name)
             targets = {**targets, name: targets[f"{name}.out_proj"]}
     units, spaces = units_and_spaces(g, mods)
+    notes = kept_notes(g, mods, units)
     rows = _row_scores(mods, crit, group)
     pruned_rows = {n: _row_pruned(m) for n, m in mods.items()}
     order, slots, scores = [], [], []
@@ -98,7 +102,23 @@ def coupled_masks(
 
     keep, shortfall = allocation.split_masks(slots, keys_of, sparsity)
     removed = {r for roots, k in zip(order, keep) for r, kept in zip(roots, k.tolist()) if not kept}
-    return _masks(model, g, mods, removed), shortfall
+    return _masks(model, g, mods, removed), shortfall, notes
+
+
+def kept_notes(g: ChannelGraph, mods: dict[str, nn.Module], units: dict[int, list[tuple[str, int]]]) -> list[str]:
+    """``"layer: k of n channels kept (why)"`` for each target layer whose channels cannot all be removed."""
+    notes = []
+    for name in mods:
+        atoms = g.rows.get(name, [])
+        if name in g.attention:
+            atoms = atoms[: len(atoms) // 3]
+        stuck = [a for a in atoms if g.atoms.find(a) not in units]
+        if not stuck:
+            continue
+        whys = [g.atoms.reason(a) or "coupled to a layer that is not pruned" for a in stuck]
+        why = max(set(whys), key=whys.count)
+        notes.append(f"{name}: {len(stuck)} of {len(atoms)} channels kept ({why})")
+    return notes
 
 
 def _masks(

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune as torch_prune
 
 from .errors import PruningError
 
@@ -264,7 +264,11 @@ def unmask(module: nn.Module, tensor_name: str = "weight") -> None:
 
 
 def masks(model: nn.Module) -> dict[str, Tensor]:
-    """``{qualified_param_name: bool mask}`` for every masked weight of ``model``."""
+    """``{qualified_param_name: bool mask}`` for every masked weight of ``model``.
+
+    Masks left by :mod:`torch.nn.utils.prune` are adopted first (:func:`adopt_torch_pruning`).
+    """
+    adopt_torch_pruning(model)
     out: dict[str, Tensor] = {}
     for name, module in model.named_modules():
         if parametrize.is_parametrized(module):
@@ -303,3 +307,50 @@ def restore(model: nn.Module) -> nn.Module:
             for tensor_name in list(module.parametrizations):
                 unmask(module, tensor_name)
     return model
+
+
+# --- Models pruned with torch.nn.utils.prune: their masks become ours -------------------------------------------
+
+
+def torch_pruned(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """``(module name, module, tensor name)`` for every tensor pruned with :mod:`torch.nn.utils.prune`."""
+    found = []
+    for name, module in model.named_modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                found.append((name, module, hook._tensor_name))
+    return found
+
+
+def adopt_torch_pruning(model: nn.Module) -> list[str]:
+    """Turn :mod:`torch.nn.utils.prune` masks into secateurs masks, in place.
+
+    torch keeps ``<name>_orig`` (a parameter), ``<name>_mask`` (a buffer) and a forward
+    pre-hook that writes ``<name> = <name>_orig * <name>_mask``. Each such tensor gets its
+    parameter back, unchanged (pruned entries keep their stored values), and a :class:`Mask`
+    with the same entries; torch's hook and buffer are removed.
+
+    Returns:
+        The qualified names of the adopted tensors (empty when there were none).
+
+    Example:
+        >>> from torch.nn.utils import prune
+        >>> lin = nn.Linear(4, 2)
+        >>> _ = prune.l1_unstructured(lin, "weight", amount=0.5)
+        >>> adopt_torch_pruning(lin), int(get_mask(lin).sum())
+        (['weight'], 4)
+    """
+    adopted = []
+    for name, module, tensor_name in torch_pruned(model):
+        keep = getattr(module, f"{tensor_name}_mask").detach() != 0
+        stored = module._parameters.pop(f"{tensor_name}_orig")
+        del module._buffers[f"{tensor_name}_mask"]
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name == tensor_name:
+                del module._forward_pre_hooks[key]
+        if tensor_name in module.__dict__:  # the masked copy torch's hook left as a plain attribute
+            delattr(module, tensor_name)
+        module.register_parameter(tensor_name, stored)
+        set_mask(module, keep, tensor_name)
+        adopted.append(param_name(name, tensor_name))
+    return adopted

@@ -152,6 +152,7 @@ def summary(model: nn.Module, example_inputs: Any = None) -> Summary:
         >>> s.params, s.flops_dense
         (8, 16)
     """
+    masking.adopt_torch_pruning(model)  # torch.nn.utils.prune's masks count as ours
     rows = _all_stats(model)
     total = sum(p.numel() for p in model.parameters())
     out = Summary(rows, total)

@@ -45,6 +45,7 @@ MASK_SUFFIX = ".mask"
 def plain_state(model: nn.Module) -> dict[str, Tensor]:
     """``state_dict`` with masked weights under their plain names, masks beside them."""
     out: dict[str, Tensor] = {}
+    masking.adopt_torch_pruning(model)  # torch.nn.utils.prune's weight_orig / weight_mask become ours
     with torch.no_grad():
         for key, value in model.state_dict().items():
             if masking.split_key(key)[1] is None:

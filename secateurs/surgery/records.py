@@ -72,9 +72,9 @@ def shrink(module: nn.Module, change: dict[str, Any]) -> None:
         elif isinstance(module, nn.Linear):
             module.out_features = len(idx)
         else:
+            if module.groups > 1 and module.groups == module.in_channels:  # depthwise: inputs are the same channels
+                module.in_channels = module.groups = len(idx) // (module.out_channels // module.groups)
             module.out_channels = len(idx)
-            if module.groups > 1:  # depthwise: its inputs are the same channels
-                module.in_channels = module.groups = len(idx)
     if "cols" in change:
         idx = change["cols"]
         _set(module, "weight", _take(module.weight, 1 - flip, idx))
@@ -83,7 +83,7 @@ def shrink(module: nn.Module, change: dict[str, Any]) -> None:
         elif isinstance(module, nn.Linear):
             module.in_features = len(idx)
         else:
-            module.in_channels = len(idx)
+            module.in_channels = len(idx) * module.groups  # a grouped conv loses the same columns in every group
 
 
 ATTRS = set(SCALED)
