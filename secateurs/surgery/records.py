@@ -119,9 +119,9 @@ def _check_change(model: nn.Module, name: str, change: Any) -> None:
     layer = isinstance(module, masking.PRUNABLE_TYPES) or masking.transposed(module)
     for kind, dim in (("rows", 0), ("cols", 1)):
         if kind in change:
-            if not layer or (dim == 1 and getattr(module, "groups", 1) > 1):
-                raise PruningError(f"surgery record {where}: {kind} applies to a Linear, conv or Conv1D layer "
-                                   f"(cols: not a grouped conv), not {type(module).__name__}")
+            if not layer:
+                raise PruningError(f"surgery record {where}: {kind} applies to a Linear, conv or Conv1D layer, "
+                                   f"not {type(module).__name__}")
             _indices(change[kind], masking.as_rows(module, weight).shape[dim], f"{where} {kind}")
     if "norm" in change:
         if not isinstance(getattr(module, "num_features", None), int):

@@ -100,8 +100,8 @@ def _shown(kwargs: dict[str, Any]) -> str:
 def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
     try:
         return _BUILDERS[name](**kwargs)
-    except (TypeError, OverflowError) as exc:
-        raise PruningError(f"bad arguments for model {name!r}: {str(exc)[:200]}") from None
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # torch's size checks raise these
+        raise PruningError(f"bad arguments for model {name!r}: {' '.join(str(exc).split())[:200]}") from None
 
 
 def _check_size(name: str, kwargs: dict[str, Any]) -> None:
