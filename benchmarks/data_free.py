@@ -47,8 +47,22 @@ Four parts, each printing its baseline beside it:
    neuron pruning of the same FFN layers (L2 norm of the incoming weights, as above)
    is printed beside it as the baseline. An exception is printed, not hidden.
 
+6. Folding (issue 16), no data, no fine-tuning: resnet-20 and a VGG with BatchNorm (3 epochs), LeNet-300-100 and
+   the 784-1000-10 MLP (10 epochs), trained once on ``mnist`` and cached under ``benchmarks/.cache/`` (keyed by
+   the settings). At f = 0.3 / 0.5 / 0.7 of each group's channels: ``sc.fold`` (mean over k-means seeds 0-2),
+   ``sc.merge_neurons``, L1-norm coupled channel removal (``sc.prune(criterion="magnitude",
+   granularity="channel", scope="local")`` + ``sc.compact``) and random removal (mean over seeds 0-2); test
+   accuracy and the share of parameters removed; then ``sc.fold(amount="auto")``.
+
+7. all-MiniLM-L6-v2 at 10 / 25 / 50% of the FFN neurons and heads of every layer: ``sc.fold`` vs
+   ``sc.merge_neurons`` (FFN only) vs L1-norm removal (magnitude criterion, neuron granularity: FFN neurons and
+   heads) vs the activation criterion on 64 real calibration sentences (data-driven, the reference); mean cosine
+   of 64 held-out sentence embeddings to the dense model's. ``--fold-plot`` writes accuracy (cosine) vs fraction
+   removed, one line per method, one panel per network (default ``benchmarks/data_free.png``).
+
 Run:  .venv/bin/python benchmarks/data_free.py [--plot data_free.png] [--threads 2] [--repeats 3]
-      (about 1 minute on 2 idle cores; --skip-speed, --skip-minilm to leave parts out)
+      (about 1 minute on 2 idle cores; --skip-speed, --skip-minilm to leave parts out; --fold-only for parts
+      6-7, whose first run trains the CNNs: tens of minutes on 2 busy cores)
 """
 
 from __future__ import annotations
@@ -65,7 +79,7 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from _load import busy_seconds  # benchmarks/ is the script's directory
+from _load import busy_seconds, competing  # benchmarks/ is the script's directory
 from secateurs import zoo
 from secateurs.training import evaluate, train
 
@@ -368,6 +382,164 @@ def ffn_by_norm(bert: nn.Module, f: float) -> nn.Module:
     return bert
 
 
+# ---------------------------------------------------------------------------- 6-7. folding (issue 16)
+FOLD_FRACTIONS = (0.3, 0.5, 0.7)
+FOLD_METHODS = ("fold", "merge", "l1-norm", "random")
+FOLD_SEEDS = (0, 1, 2)
+CNN_EPOCHS = 3
+CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache")
+FOLD_NETWORKS = {
+    "resnet-20": ("resnet-20", {"in_channels": 1, "image_size": 28}, CNN_EPOCHS, "channel"),
+    "vgg-bn": ("vgg", {"in_channels": 1, "image_size": 28}, CNN_EPOCHS, "channel"),
+    "lenet-300-100": ("lenet-300-100", {}, 10, "neuron"),
+    "mlp-1000": ("mlp", {"widths": [1000]}, 10, "neuron"),
+}
+
+
+def trained(label: str, data: object) -> nn.Module:
+    """A zoo network trained on mnist (Adam 1e-3, batch 64, seed 0), cached under benchmarks/.cache/ by its settings."""
+    from safetensors.torch import load_file, save_file
+
+    name, kwargs, epochs, _ = FOLD_NETWORKS[label]
+    key = f"{name}-{'-'.join(f'{k}{v}' for k, v in sorted(kwargs.items()))}-e{epochs}-lr0.001-b64-s0".replace(" ", "")
+    path = os.path.join(CACHE, f"{key}.safetensors")
+    torch.manual_seed(0)
+    model = zoo.model(name, **kwargs)
+    if os.path.exists(path):
+        model.load_state_dict(load_file(path))
+    else:
+        t = time.perf_counter()
+        train(model, data.train, epochs=epochs, lr=1e-3, batch_size=64, seed=0, progress=False)
+        os.makedirs(CACHE, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+        print(f"   trained {label} in {time.perf_counter() - t:.0f} s ({epochs} epochs), cached at {path}")
+    return model.eval()
+
+
+def structured(model: nn.Module, f: float, criterion: str, granularity: str, seed: int) -> nn.Module:
+    """Coupled structured removal of the fraction f of each group's channels (local scope), compacted."""
+    pruned = copy.deepcopy(model)
+    x = zoo.example_inputs(model)
+    torch.manual_seed(seed)  # the random criterion draws from the global generator
+    sc.prune(pruned, sparsity=f, criterion=criterion, granularity=granularity, scope="local", example_inputs=x)
+    return sc.compact(pruned, x).eval()
+
+
+def fold_with(method: str, model: nn.Module, f: float, granularity: str, seed: int) -> nn.Module:
+    if method == "fold":
+        return sc.fold(model, f, seed=seed).model.eval()
+    if method == "merge":
+        return sc.merge_neurons(model, f).model.eval()
+    return structured(model, f, "magnitude" if method == "l1-norm" else "random", granularity, seed)
+
+
+def folding(results: dict[str, dict[str, list[float]]], dense: dict[str, float]) -> None:
+    """Part 6: fold vs merge vs L1-norm vs random on MNIST networks, mean of the seeds, no data, no fine-tuning."""
+    data = zoo.dataset("mnist")
+    for label, (_, _, epochs, granularity) in FOLD_NETWORKS.items():
+        model = trained(label, data)
+        dense[label], total = evaluate(model, data.test), params(model)
+        print(f"== 6. {label} ({epochs} epochs on mnist, 4,000 images): {total:,} parameters, dense test accuracy "
+              f"{100 * dense[label]:.2f}% (baseline); no data, no fine-tuning; mean of seeds {FOLD_SEEDS} "
+              "(fold: k-means seed, random: draw; merge and l1-norm are deterministic)")
+        print("| f | " + " | ".join(f"{m} (params removed)" for m in FOLD_METHODS) + " | fold s |")
+        print("|---:|" + "---:|" * (len(FOLD_METHODS) + 1))
+        acc = {m: [] for m in FOLD_METHODS}
+        for f in FOLD_FRACTIONS:
+            cells, secs = [], 0.0
+            for m in FOLD_METHODS:
+                seeds = FOLD_SEEDS if m in ("fold", "random") else FOLD_SEEDS[:1]
+                accs, removed = [], 0.0
+                for seed in seeds:
+                    t = time.perf_counter()
+                    try:
+                        small = fold_with(m, model, f, granularity, seed)
+                    except Exception as exc:  # report, do not hide
+                        print(f"   {m} at {f}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                        break
+                    secs += time.perf_counter() - t if m == "fold" else 0.0
+                    accs.append(evaluate(small, data.test))
+                    removed = 1 - params(small) / total
+                acc[m].append(sum(accs) / len(accs) if accs else float("nan"))
+                cells.append(f"{100 * acc[m][-1]:.2f}% ({100 * removed:.0f}%)")
+            print(f"| {f:.1f} | " + " | ".join(cells) + f" | {secs / len(FOLD_SEEDS):.2f} |", flush=True)
+        auto = sc.fold(model, "auto")
+        a = evaluate(auto.model.eval(), data.test)
+        print(f"   fold amount=auto: {100 * (1 - params(auto.model) / total):.1f}% of parameters removed, "
+              f"accuracy {100 * a:.2f}% ({100 * (a - dense[label]):+.2f} points)")
+        print()
+        results[label] = acc
+
+
+def minilm_folding(results: dict[str, dict[str, list[float]]], dense: dict[str, float]) -> None:
+    """Part 7: MiniLM heads and FFN neurons: fold vs merge (FFN only) vs L1-norm vs activation (data, 64 sentences)."""
+    from secateurs.zoo import text
+
+    st = text.load_minilm()
+    held_out = text.real_sentences(64, offset=100)
+    calib = text.calibration_batches(st, text.real_sentences(64), batch_size=16)
+    reference = text.embed(st, held_out)
+    total = params(st[0].auto_model)
+    dense["all-MiniLM-L6-v2"] = 1.0
+    methods = ("fold", "merge", "l1-norm", "activation (data)")
+    acc = {m: [] for m in methods}
+    print(f"== 7. all-MiniLM-L6-v2 ({total:,} parameters): the fraction f of FFN neurons and of heads of every "
+          "layer removed (merge: FFN neurons only); mean cosine of 64 held-out sentence embeddings to the dense "
+          "model's; activation: data-driven, 64 calibration sentences (reference)")
+    print("| f | " + " | ".join(f"{m} (params removed)" for m in methods) + " |")
+    print("|---:|" + "---:|" * len(methods))
+    for f in (0.1, 0.25, 0.5):
+        cells = []
+        for m in methods:
+            pruned = copy.deepcopy(st)
+            inner = pruned[0].auto_model
+            try:
+                if m == "fold":
+                    new = sc.fold(inner, f).model
+                elif m == "merge":
+                    new = sc.merge_neurons(inner, f, example_inputs=calib[0]).model
+                else:
+                    sc.prune(inner, f, criterion="magnitude" if m == "l1-norm" else "activation", granularity="neuron",
+                             scope="local", layers={"*": None, "encoder.*": f}, example_inputs=calib[0],
+                             data=calib if m != "l1-norm" else None)
+                    new = sc.compact(inner, calib[0])
+            except Exception as exc:  # report, do not hide
+                print(f"   {m} at {f}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                acc[m].append(float("nan"))
+                cells.append("fails")
+                continue
+            pruned[0].model = new
+            acc[m].append(text.mean_cosine(text.embed(pruned, held_out), reference))
+            cells.append(f"{acc[m][-1]:.4f} ({100 * (1 - params(new) / total):.1f}%)")
+        print(f"| {f} | " + " | ".join(cells) + " |", flush=True)
+    results["all-MiniLM-L6-v2"] = acc
+    print()
+
+
+def fold_plot(results: dict[str, dict[str, list[float]]], dense: dict[str, float], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4), squeeze=False)
+    for ax, (label, acc) in zip(axes[0], results.items()):
+        xs = (0.1, 0.25, 0.5) if label.startswith("all-MiniLM") else FOLD_FRACTIONS
+        scale = 1 if label.startswith("all-MiniLM") else 100
+        for m, ys in acc.items():
+            ax.plot(xs, [scale * y for y in ys], marker="o", label=m)
+        ax.axhline(scale * dense[label], color="k", lw=0.8, ls="--", label="dense")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("fraction of channels / neurons removed")
+        ax.set_ylabel("mean cosine to dense" if scale == 1 else "test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("data-free: no data, no fine-tuning (MNIST networks: accuracy; MiniLM: cosine to dense)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot written to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plot", default="data_free.png", help="PNG to write (accuracy vs fraction); '' for none")
@@ -375,17 +547,35 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of merge_neurons per size (best kept)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--fold-only", action="store_true", help="only parts 6-7 (folding, issue 16)")
+    parser.add_argument("--fold-plot", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "data_free.png"),
+                        help="PNG of parts 6-7 ('' for none)")
+    parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument("--busy", action="store_true",
+                        help="run one competing CPU-bound process beside the speed measurements")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     start = time.perf_counter()
     print(f"torch {torch.__version__}, {args.threads} threads")
     print()
-    if not args.skip_speed:
-        speed(args.repeats)
-    mnist(args.plot or None)
+    if not args.fold_only:
+        if not args.skip_speed:
+            if args.busy:
+                print("--busy: one competing CPU-bound process runs beside the speed measurements")
+            with competing(args.busy):
+                speed(args.repeats)
+        if not args.skip_mnist:
+            mnist(args.plot or None)
+        if not args.skip_minilm:
+            minilm()
+    results: dict[str, dict[str, list[float]]] = {}
+    dense: dict[str, float] = {}
+    folding(results, dense)
     if not args.skip_minilm:
-        minilm()
+        minilm_folding(results, dense)
+    if args.fold_plot:
+        fold_plot(results, dense, args.fold_plot)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

@@ -7,15 +7,22 @@ sparsity. We report wall time of the pruning call and the extra peak memory
 torch / secateurs. Targets (issue 2): >= 20x faster, extra peak <= 0.5x the
 model's size.
 
-Run:  .venv/bin/python benchmarks/global_magnitude.py [--layers 12] [--width 2048]
+With ``--busy`` one competing CPU-bound process runs beside each measurement (a machine that also
+runs data loaders or other jobs); the share of the CPU other processes used is printed either way.
+
+Run:  .venv/bin/python benchmarks/global_magnitude.py [--layers 12] [--width 2048] [--busy]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import time
+
+from _load import busy_seconds, competing  # benchmarks/ is the script's directory
 
 CHILD = r"""
 import gc, json, resource, sys, time
@@ -54,11 +61,18 @@ print(json.dumps({"seconds": seconds, "extra_mb": peak - before, "model_mb": siz
 
 
 def run_child(method: str, args: argparse.Namespace) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, method, str(args.layers), str(args.width), str(args.sparsity)],
-        check=True, capture_output=True, text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One measurement in a fresh process (beside a competing one with ``--busy``), with ``cores_busy``:
+    the machine's busy CPU cores meanwhile (all processes: the child, the competitor, anyone else)."""
+    with competing(args.busy):
+        before, t0 = busy_seconds(), time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, method, str(args.layers), str(args.width), str(args.sparsity)],
+            check=True, capture_output=True, text=True,
+        )
+        after, wall = busy_seconds(), time.perf_counter() - t0
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["cores_busy"] = (after[0] - before[0]) / wall if before and after else None
+    return result
 
 
 def main() -> None:
@@ -67,6 +81,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--repeats", type=int, default=3, help="secateurs runs (best time and worst memory are kept)")
+    parser.add_argument("--busy", action="store_true", help="run one competing CPU-bound process beside each measurement")
     args = parser.parse_args()
     params = args.layers * args.width * args.width
     print(f"model: {args.layers} x Linear({args.width}, {args.width}) = {params / 1e6:.1f}M params, "
@@ -75,10 +90,13 @@ def main() -> None:
     # best time, worst memory: the memory figure is the conservative one
     ours = dict(min(runs, key=lambda r: r["seconds"]), extra_mb=max(r["extra_mb"] for r in runs))
     base = run_child("torch", args)
-    print(f"{'method':<34}{'time (s)':>10}{'extra peak (MB)':>17}{'x model':>9}{'sparsity':>10}")
+    print(f"{'method':<34}{'time (s)':>10}{'extra peak (MB)':>17}{'x model':>9}{'sparsity':>10}{'cores busy':>12}")
     for name, r in (("secateurs.prune", ours), ("torch global_unstructured", base)):
+        busy = "n/a" if r["cores_busy"] is None else f"{r['cores_busy']:.1f}/{os.cpu_count()}"
         print(f"{name:<34}{r['seconds']:>10.3f}{r['extra_mb']:>17.1f}"
-              f"{r['extra_mb'] / r['model_mb']:>9.2f}{r['sparsity']:>10.4f}")
+              f"{r['extra_mb'] / r['model_mb']:>9.2f}{r['sparsity']:>10.4f}{busy:>12}")
+    if args.busy:
+        print("--busy: one competing CPU-bound process ran beside each measurement")
     speed = base["seconds"] / ours["seconds"]
     print(f"speed-up (torch time / secateurs time): {speed:.1f}x   (target >= 20x)")
     print(f"secateurs extra peak / model size: {ours['extra_mb'] / ours['model_mb']:.2f}   (target <= 0.5)")

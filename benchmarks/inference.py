@@ -20,8 +20,13 @@ with `sc.save` (format 2: kept values plus bitmask or CSR indices; for CNNs the 
 The busy share of the machine's CPU by other processes while timing is printed; with 2
 threads on 2 cores, any other busy process distorts the figures (see BENCHMARKS.md).
 
-Run:  .venv/bin/python benchmarks/inference.py [--quick] [--runs 20] [--warmup 3]
-      (--quick: 90% and 99% MLP rows, resnet-20 only, fewer runs; about a minute)
+Kernels (issue 19, `--part kernels`): secateurs' own sparse CPU layers against dense, torch CSR and
+torch BSR per layer and for the whole MLP, with the bytes they read and the memory-bandwidth limit
+(see `benchmarks/_kernels.py`); `--part minilm`: sentences per second of the pretrained MiniLM
+encoder, every encoder Linear pruned to 50% unstructured or 2:4, dense against `sc.accelerate`.
+
+Run:  .venv/bin/python benchmarks/inference.py [--quick] [--runs 20] [--warmup 3] [--part all]
+      (--quick: 90% and 99% MLP rows, resnet-20 only, 4096x4096 at 90% and 2:4, fewer runs)
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ import torch
 from torch import nn
 
 import secateurs as sc
-from _load import busy_seconds  # benchmarks/ is the script's directory
+import _kernels  # benchmarks/ is the script's directory
+from _load import busy_seconds
 from secateurs import zoo
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99)
@@ -116,6 +122,43 @@ def run(args: argparse.Namespace) -> list[str]:
     return rows
 
 
+def minilm(args: argparse.Namespace) -> list[str]:
+    """Sentences per second of the MiniLM encoder, pruned, dense against sc.accelerate (all paths)."""
+    from secateurs.zoo import text
+
+    sentences = text.real_sentences(16 if args.quick else 64)
+    rows = ["| MiniLM encoder | batch | dense sent/s | accelerated sent/s | speedup | accelerate chose |",
+            "|---|---:|---:|---:|---:|---|"]
+    for how in ("50% unstructured", "2:4"):
+        st = copy.deepcopy(text.load_minilm())
+        granularity = "2:4" if how == "2:4" else "unstructured"
+        sc.prune(st[0].auto_model, 0.5, granularity=granularity, scope="local", layers={"*": None, "encoder.*": 0.5})
+        sc.finalize(st[0].auto_model)
+        for batch in (1, 16):
+            tok = st.tokenize(sentences[:batch])
+            result = sc.accelerate(st[0].auto_model, (tok["input_ids"], tok["attention_mask"]), repeats=args.repeats)
+            fast = copy.deepcopy(st)
+            fast[0].auto_model = result.model
+            t_dense, t_fast = _encode_times(st, fast, sentences, batch, args)
+            rows.append(f"| {how} | {batch} | {len(sentences) / t_dense:.1f} | {len(sentences) / t_fast:.1f} "
+                        f"| {t_dense / t_fast:.2f}x | {paths(result)} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def _encode_times(a, b, sentences: list[str], batch: int, args: argparse.Namespace) -> tuple[float, float]:
+    """Median seconds to encode all `sentences` with `a` and `b`, interleaved."""
+    times: tuple[list[float], list[float]] = ([], [])
+    with torch.inference_mode():
+        for i in range(1 + max(3, args.runs // 4)):
+            for model, out in zip((a, b), times):
+                start = time.perf_counter()
+                model.encode(sentences, batch_size=batch, show_progress_bar=False)
+                if i >= 1:
+                    out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def _reading() -> tuple[float, tuple[float, float] | None]:
     return time.perf_counter(), busy_seconds()
 
@@ -136,13 +179,23 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=None, help="timed rounds per model (default 20, --quick 5)")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     p.add_argument("--repeats", type=int, default=None, help="sc.accelerate repeats (default 10, --quick 3)")
+    p.add_argument("--part", choices=("all", "models", "kernels", "minilm"), default="all",
+                   help="models: dense vs sc.accelerate per model; kernels: per-layer kernel table; minilm")
+    p.add_argument("--shapes", choices=("all", "layers", "mlp"), default="all",
+                   help="--part kernels: the two single layers, the whole MLP, or both")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     args = p.parse_args()
     args.runs = args.runs or (5 if args.quick else 20)
     args.repeats = args.repeats or (3 if args.quick else 10)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.runs} runs\n", flush=True)
-    rows = run(args)
+    rows = []
+    if args.part in ("all", "models"):
+        rows += run(args)
+    if args.part in ("all", "kernels"):
+        rows += ["", *_kernels.table(args.quick, args.runs, args.shapes, _reading, _others_share)]
+    if args.part in ("all", "minilm"):
+        rows += ["", *minilm(args)]
     print("\n" + "\n".join(rows))
 
 

@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, int]] = [
     ("storage", 10),
     ("inference", 11),
     ("training", 12),
-    ("reports", 13),
+    ("reports", 13), ("llm", 13),
     ("runs", 14),
     ("cli", 15), ("__main__", 16), ("__init__", 16),
 ]

@@ -11,15 +11,16 @@ The package is built in layers, each importing only from those below it; see
 "Architecture and extending" in docs/guide.md.
 """
 
-from . import _moved, criteria
+from . import _moved, criteria, llm
 from .analysis import sparsity, summary
 from .errors import PruningError
 from .inference import AccelerateResult, accelerate
 from .masking import finalize, masks, restore
 from .pruning import PruneResult, prune, score
 from .reports import sensitivity
-from .storage import export_onnx, load, save
+from .storage import export_hf, export_onnx, load, save
 from .surgery.compact import compact
+from .surgery.fold import FoldResult, fold
 from .surgery.gates import RuntimeGate, average_flops, wrap_convs
 from .surgery.merge import MergeResult, merge_neurons
 from .training.learned import L0Gates, Movement
@@ -31,7 +32,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AccelerateResult", "accelerate", "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET",
     "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria",
-    "export_onnx", "finalize", "load", "masks", "merge_neurons", "penalty", "prune", "restore", "save", "score",
+    "FoldResult", "export_hf", "export_onnx", "finalize", "fold", "llm", "load", "masks", "merge_neurons", "penalty",
+    "prune", "restore", "save", "score",
     "sensitivity", "sparsity", "summary",
 ]
 

@@ -22,10 +22,13 @@ model's size.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -124,11 +127,42 @@ KeyFn = Callable[[int], Iterator[Tensor]]
 most :data:`CHUNK` entries, entries already pruned at :data:`FORCED`."""
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch ops on one intra-op thread inside, restoring the count after.
+
+    The streaming selection issues hundreds of chunk-sized ops (``CHUNK`` entries each); with several
+    threads each op ends at a barrier, and on a busy machine every barrier waits for a descheduled
+    thread: measured 22 s instead of 0.5 s for 4 × 2048² weights beside other jobs
+    (``benchmarks/global_magnitude.py --busy``). One thread never waits and, these ops being
+    memory-bound, loses little on an idle machine.
+    """
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _on_one_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with one_thread():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def all_keys(keys_of: KeyFn, i: int) -> Tensor:
     """Layer ``i``'s keys in one flat tensor."""
     return torch.cat(list(keys_of(i)))
 
 
+@_on_one_thread
 def row_masks(
     slots: Sequence[Slot], keys_of: KeyFn, default: float, shapes: Sequence[tuple[int, ...]],
     min_density: float = 0.0,
@@ -257,6 +291,7 @@ def _fill_bucket(
             prune[i][idx[order]] = True
 
 
+@_on_one_thread
 def split_masks(slots: Sequence[Slot], keys_of: KeyFn, sparsity: float) -> tuple[list[Tensor], int]:
     """Keep-masks for slots with their own sparsity (local) and the rest pooled (global)."""
     pooled = [i for i, s in enumerate(slots) if s.sparsity is None]

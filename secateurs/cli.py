@@ -19,6 +19,7 @@ import torch
 from . import criteria, progress, zoo
 from .analysis.summary import summary
 from .errors import PruningError
+from .llm import commands as llm_commands
 from .runs import compare, recipes, runner, stages
 from .storage import export_onnx
 from .surgery.compact import compact
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--compact", action="store_true", help="remove pruned channels first (sc.compact)")
 
     sub.add_parser("criteria", help="list the available criteria")
+    llm_commands.add_parsers(sub)
     return p
 
 
@@ -98,8 +100,13 @@ def _export(a: argparse.Namespace) -> int:
     inputs = (torch.randn(*_shape(a.input_shape)),) if a.input_shape else zoo.example_inputs(model)
     if inputs is None:
         raise PruningError(f"{a.model!r} does not record its input shape; pass --input-shape")
+    runner.fits(model, inputs, f"--input-shape {a.input_shape}" if a.input_shape else "the recorded input shape")
     if a.compact:
+        before = sum(p.numel() for p in model.parameters())
         model = compact(model, inputs)
+        if sum(p.numel() for p in model.parameters()) == before:
+            print(f"secateurs: note: --compact removed nothing: {a.model} has no whole channel or neuron pruned "
+                  f"(prune with --granularity channel/neuron first)", file=sys.stderr)
     try:
         diff = export_onnx(model, inputs, a.onnx)
     except PruningError as exc:
@@ -221,6 +228,8 @@ def _dispatch(a: argparse.Namespace) -> int:
         return _compare(a)
     if a.command == "export":
         return _export(a)
+    if a.command == "llm":
+        return llm_commands.run(a)
     recipe = {"demo": lambda: recipes.parse(recipes.DEMO, "demo recipe"),
               "run": lambda: recipes.load(a.recipe), "prune": lambda: _prune_recipe(a)}[a.command]()
     metrics = runner.run(recipe, a.out, quiet=a.quiet)
@@ -271,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal error: one line unless --debug
         if args.debug:
             raise
+        if isinstance(exc, OSError) and exc.filename:  # a path that cannot be written (read-only file system,
+            print(f"secateurs: error: cannot write {exc.filename!r}: {exc.strerror or exc}; "  # full disk)
+                  f"choose another path", file=sys.stderr)
+            return 2
         print(f"secateurs: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1

@@ -35,7 +35,8 @@ def _row_scores(targets: dict[str, nn.Module], crit: Criterion, group: gran.Gran
                 out[name] = gran.normalise(cols.repeat(3))
             else:
                 param = masking.param_name(name)
-                out[name] = gran.normalise(group.groups(crit.score(param, module.weight.detach())).float())
+                scores = masking.as_rows(module, crit.score(param, module.weight.detach()))
+                out[name] = gran.normalise(group.groups(scores).float())
     return out
 
 
@@ -43,7 +44,8 @@ def _row_pruned(module: nn.Module) -> Tensor:
     weight_name, _ = row_tensors(module)
     mask = masking.get_mask(module, weight_name)
     if mask is None:
-        return torch.zeros(getattr(module, weight_name).shape[0], dtype=torch.bool)
+        return torch.zeros(masking.as_rows(module, getattr(module, weight_name), weight_name).shape[0], dtype=torch.bool)
+    mask = masking.as_rows(module, mask, weight_name)
     return ~mask.reshape(mask.shape[0], -1).any(dim=1)
 
 
@@ -68,8 +70,11 @@ def coupled_masks(
     min_density: float,
     example_inputs: tuple[object, ...],
     leaf_modules: tuple[str, ...] = (),
-) -> tuple[list[tuple[nn.Module, str, Tensor]], int]:
-    """Masks ``(module, tensor name, keep)`` for coupled channel pruning, and the shortfall."""
+) -> tuple[list[tuple[nn.Module, str, Tensor]], int, list[str]]:
+    """Masks ``(module, tensor name, keep)`` for coupled channel pruning, the shortfall, and notes.
+
+    The notes name every target layer with channels that cannot be removed, and why (see :func:`kept_notes`).
+    """
     g = analyse(model, example_inputs, leaf_modules)
     mods = {n: m for n, (m, _, _) in targets.items()}
     for name in g.attention:  # heads are pruned when the output projection is
@@ -77,6 +82,7 @@ def coupled_masks(
             mods[name] = model.get_submodule(name)
             targets = {**targets, name: targets[f"{name}.out_proj"]}
     units, spaces = units_and_spaces(g, mods)
+    notes = kept_notes(g, mods, units)
     rows = _row_scores(mods, crit, group)
     pruned_rows = {n: _row_pruned(m) for n, m in mods.items()}
     order, slots, scores = [], [], []
@@ -96,7 +102,23 @@ def coupled_masks(
 
     keep, shortfall = allocation.split_masks(slots, keys_of, sparsity)
     removed = {r for roots, k in zip(order, keep) for r, kept in zip(roots, k.tolist()) if not kept}
-    return _masks(model, g, mods, removed), shortfall
+    return _masks(model, g, mods, removed), shortfall, notes
+
+
+def kept_notes(g: ChannelGraph, mods: dict[str, nn.Module], units: dict[int, list[tuple[str, int]]]) -> list[str]:
+    """``"layer: k of n channels kept (why)"`` for each target layer whose channels cannot all be removed."""
+    notes = []
+    for name in mods:
+        atoms = g.rows.get(name, [])
+        if name in g.attention:
+            atoms = atoms[: len(atoms) // 3]
+        stuck = [a for a in atoms if g.atoms.find(a) not in units]
+        if not stuck:
+            continue
+        whys = [g.atoms.reason(a) or "coupled to a layer that is not pruned" for a in stuck]
+        why = max(set(whys), key=whys.count)
+        notes.append(f"{name}: {len(stuck)} of {len(atoms)} channels kept ({why})")
+    return notes
 
 
 def _masks(
@@ -108,7 +130,7 @@ def _masks(
     out = []
     for name, module in mods.items():
         weight_name, bias_name = row_tensors(module)
-        w = masking.original(module, weight_name)
+        w = masking.as_rows(module, masking.original(module, weight_name), weight_name)  # rows first (Conv1D)
         keep = torch.ones(w.shape, dtype=torch.bool)
         if name in g.rows:
             dead_rows = gone(g.rows[name])
@@ -118,6 +140,7 @@ def _masks(
         if name in g.cols and name not in g.depthwise:
             keep[:, gone(g.cols[name])] = False
         if weight_name == "weight" or not bool(keep.all()):
+            keep = masking.as_rows(module, keep, weight_name).contiguous()
             out.append((module, weight_name, _with_current(module, weight_name, keep)))
     for name, atoms in g.norms.items():
         dead = gone(atoms)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from torch import nn
+from torch import Tensor, nn
 
 from . import masking
 from .errors import PruningError, check_sparsity
@@ -31,10 +31,26 @@ class Target:
     module: nn.Module
     sparsity: float | None
     own: bool = False
+    tensor: str = "weight"
 
     @property
     def param(self) -> str:
-        return masking.param_name(self.module_name)
+        return masking.param_name(self.module_name, self.tensor)
+
+    @property
+    def key(self) -> str:
+        """How ``layers=`` names it: the module name for a ``weight``, else the parameter's name."""
+        return self.module_name if self.tensor == "weight" else self.param
+
+    @property
+    def original(self) -> Tensor:
+        """The stored tensor (unmasked)."""
+        return masking.original(self.module, self.tensor)
+
+    @property
+    def weight(self) -> Tensor:
+        """The tensor as the module computes with it (masked)."""
+        return getattr(self.module, self.tensor)
 
 
 def matches(pattern: str, module_name: str) -> bool:
@@ -109,25 +125,77 @@ def include(layers: Layers) -> Mapping[str, Any] | None:
     return {"*": None, **dict.fromkeys(layers, 0.0)}
 
 
-def resolve_layers(model: nn.Module, layers: Mapping[str, float | None] | None, default: float) -> list[Target]:
-    """Pair each prunable layer with its target sparsity; ``None`` excludes it.
+def _matcher(targets: list[Target]) -> Callable[[str, str], bool]:
+    """``layers=`` patterns: a module name or its weight's (:func:`matches`); another tensor by its
+    parameter's name or its module's."""
+    modules = {t.key: t.module_name for t in targets if t.tensor != "weight"}
+
+    def match(pattern: str, key: str) -> bool:
+        if key in modules:
+            return fnmatch.fnmatchcase(key, pattern) or fnmatch.fnmatchcase(modules[key], pattern)
+        return matches(pattern, key)
+
+    return match
+
+
+def candidates(model: nn.Module, params: Iterable[str] | str | None = None, tensors: bool = True) -> list[Target]:
+    """Every prunable tensor, in model order, as targets without a sparsity yet.
+
+    Args:
+        model: the network.
+        params: extra parameters to prune, by qualified name or glob pattern (``"emb.weight"``,
+            ``"*.bias"``), as :mod:`torch.nn.utils.prune` allows any parameter.
+        tensors: include tensors other than a layer's ``weight`` (``nn.MultiheadAttention``'s
+            ``in_proj_weight``); ``False`` for callers that read ``module.weight``.
 
     Raises:
-        PruningError: no prunable layer, a pattern that matches nothing, a bad value, every layer
-            excluded, or two layers that share one weight.
+        PruningError: a ``params`` pattern that matches no parameter.
     """
-    found = [(n, m) for n, m in masking.prunable_layers(model) if masking.original(m).numel() > 0]
+    found = {(n, t): Target(n, m, None, tensor=t) for n, m, t in masking.prunable_tensors(model)
+             if tensors or t == "weight"}
+    if isinstance(params, str):
+        params = [params]
+    names = {}
+    for module_name, module in model.named_modules():
+        for t in masking.tensor_names(module):
+            names.setdefault(masking.param_name(module_name, t), (module_name, module, t))
+    for pattern in params or ():
+        hits = [q for q in names if fnmatch.fnmatchcase(q, str(pattern))]
+        if not hits:
+            raise PruningError(f"params pattern {pattern!r} matches no parameter of {type(model).__name__}")
+        for q in hits:
+            n, m, t = names[q]
+            found.setdefault((n, t), Target(n, m, None, tensor=t))
+    order = {q: i for i, q in enumerate(names)}
+    return sorted((t for t in found.values() if t.original.numel() > 0), key=lambda t: order.get(t.param, 0))
+
+
+def resolve_layers(
+    model: nn.Module, layers: Mapping[str, float | None] | None, default: float,
+    params: Iterable[str] | str | None = None, tensors: bool = False,
+) -> list[Target]:
+    """Pair each prunable tensor with its target sparsity; ``None`` excludes it.
+
+    ``params`` and ``tensors`` are as :func:`candidates` takes them (``sc.prune`` passes ``tensors=True``).
+
+    Tied tensors (one parameter in two modules) are one target: the first in model order;
+    :func:`secateurs.masking.tie` gives the others its mask.
+
+    Raises:
+        PruningError: no prunable layer, a pattern that matches nothing, a bad value, or every layer excluded.
+    """
+    found = _untied(candidates(model, params, tensors))
     if not found:
         raise PruningError(
             f"model {type(model).__name__} has no prunable layers "
-            "(Linear or Conv1d/2d/3d); nothing to prune"
+            "(Linear, Conv1d/2d/3d, transformers Conv1D or nn.MultiheadAttention); nothing to prune; "
+            "name other parameters with params=[...]"
         )
-    chosen = assign([n for n, _ in found], layers, default,
+    chosen = assign([t.key for t in found], layers, default, match=_matcher(found),
                     check=lambda pattern, v: check_sparsity(v, f"layers[{pattern!r}]"))
-    targets = [Target(n, m, *chosen[n]) for n, m in found if n in chosen]
+    targets = [Target(t.module_name, t.module, *chosen[t.key], tensor=t.tensor) for t in found if t.key in chosen]
     if not targets:
         raise PruningError(f"layers={dict(layers or {})!r} excludes every prunable layer; nothing to prune")
-    _check_shared(targets)
     return targets
 
 
@@ -145,14 +213,12 @@ def select(model: nn.Module, layers: Layers) -> list[tuple[str, nn.Module]]:
     return [(t.module_name, t.module) for t in resolve_layers(model, include(layers), 0.0)]
 
 
-def _check_shared(targets: list[Target]) -> None:
-    """Tied weights (one tensor in two layers) would get two masks that multiply."""
-    owner: dict[int, str] = {}
+def _untied(targets: list[Target]) -> list[Target]:
+    """The first of each set of targets holding one parameter: tied weights get one mask, not two."""
+    seen: set[int] = set()
+    out = []
     for t in targets:
-        key = id(masking.original(t.module))
-        if key in owner:
-            raise PruningError(
-                f"{t.param} shares its weight with {owner[key]}; prune only one of them: "
-                f"layers={{{t.module_name!r}: None}}"
-            )
-        owner[key] = t.param
+        if id(t.original) not in seen:
+            seen.add(id(t.original))
+            out.append(t)
+    return out

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune as torch_prune
 
 from .errors import PruningError
 
@@ -38,7 +38,7 @@ class Mask(nn.Module):
 
     def __init__(self, mask: Tensor, copy: bool = True) -> None:
         super().__init__()
-        mask = mask.detach().to(dtype=torch.bool)
+        mask = (mask.detach() if mask.requires_grad else mask).to(dtype=torch.bool)  # copy=False keeps the tensor
         self.register_buffer("mask", mask.clone() if copy else mask)
         self.watch = False  # when True, the dense gradient of the masked weight is kept (RigL)
         self.dense_grad: Tensor | None = None
@@ -55,11 +55,86 @@ class Mask(nn.Module):
         self.dense_grad = g.clone() if self.dense_grad is None else self.dense_grad + g
 
 
+def transposed(module: nn.Module) -> bool:
+    """Whether the layer stores its ``weight`` as (in, out): ``transformers``' ``Conv1D`` (GPT-2).
+
+    Read by class name, so that ``transformers`` need not be installed.
+    """
+    return any(c.__name__ == "Conv1D" and c.__module__.startswith("transformers") for c in type(module).__mro__)
+
+
+def as_rows(module: nn.Module, tensor: Tensor, tensor_name: str = "weight") -> Tensor:
+    """``tensor`` (of ``module.<tensor_name>``'s shape) with output units first: a view, transposed for Conv1D.
+
+    Transposing is its own inverse, so the same call turns a row-first mask back.
+    """
+    return tensor.t() if tensor_name == "weight" and tensor.dim() == 2 and transposed(module) else tensor
+
+
 def prunable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """Yield ``(qualified_module_name, module)`` for every prunable layer, in model order."""
+    """Yield ``(qualified_module_name, module)`` for every layer whose ``weight`` is prunable, in model order.
+
+    Linear, Conv1d/2d/3d and ``transformers``' ``Conv1D``.
+    """
     for name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_TYPES):
+        if isinstance(module, PRUNABLE_TYPES) or transposed(module):
             yield name, module
+
+
+def prunable_tensors(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
+    """``(module name, module, tensor name)`` of every tensor prunable by default, in model order.
+
+    The ``weight`` of every :func:`prunable_layers` layer and the packed ``in_proj_weight`` of
+    ``nn.MultiheadAttention`` (its ``out_proj`` is a Linear).
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, PRUNABLE_TYPES) or transposed(module):
+            yield name, module, "weight"
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            yield name, module, "in_proj_weight"
+
+
+def tensor_names(module: nn.Module) -> list[str]:
+    """The module's own parameters' names, masked ones included (``weight``, not ``parametrizations...``)."""
+    names = [n for n, p in module._parameters.items() if p is not None]
+    if parametrize.is_parametrized(module):
+        names += [n for n in module.parametrizations if n not in names]
+    return names
+
+
+def tied(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:
+    """Groups of ``(module, tensor name)`` that hold one and the same parameter (tied weights)."""
+    by_id: dict[int, list[tuple[nn.Module, str]]] = {}
+    for name, module in model.named_modules():
+        if "parametrizations" in name.split("."):  # a mask's own holder, not a layer
+            continue
+        for tensor_name in tensor_names(module):
+            by_id.setdefault(id(original(module, tensor_name)), []).append((module, tensor_name))
+    return [group for group in by_id.values() if len(group) > 1]
+
+
+def tie(model: nn.Module) -> None:
+    """Give every tensor tied to a masked one the same mask: one bool tensor, shared.
+
+    A parameter shared by two modules (a language model's head and its token embedding) is
+    one weight; masking it in one module only would let the other read the unmasked values,
+    and baking the mask would then change what that module computes. Masks already on
+    several members of a group are combined (a weight pruned in one is pruned in all).
+    """
+    for group in tied(model):
+        found = [get_mask(m, n) for m, n in group]
+        present = [k for k in found if k is not None]
+        if not present:
+            continue
+        shared = present[0]
+        for k in present[1:]:
+            if k is not shared:
+                shared.logical_and_(k)
+        for (module, tensor_name), k in zip(group, found):
+            if k is None:
+                set_mask(module, shared, tensor_name, copy=False)
+            elif k is not shared:
+                mask_module(module, tensor_name).mask = shared
 
 
 def kind(module: nn.Module) -> str:
@@ -189,7 +264,11 @@ def unmask(module: nn.Module, tensor_name: str = "weight") -> None:
 
 
 def masks(model: nn.Module) -> dict[str, Tensor]:
-    """``{qualified_param_name: bool mask}`` for every masked weight of ``model``."""
+    """``{qualified_param_name: bool mask}`` for every masked weight of ``model``.
+
+    Masks left by :mod:`torch.nn.utils.prune` are adopted first (:func:`adopt_torch_pruning`).
+    """
+    adopt_torch_pruning(model)
     out: dict[str, Tensor] = {}
     for name, module in model.named_modules():
         if parametrize.is_parametrized(module):
@@ -228,3 +307,50 @@ def restore(model: nn.Module) -> nn.Module:
             for tensor_name in list(module.parametrizations):
                 unmask(module, tensor_name)
     return model
+
+
+# --- Models pruned with torch.nn.utils.prune: their masks become ours -------------------------------------------
+
+
+def torch_pruned(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """``(module name, module, tensor name)`` for every tensor pruned with :mod:`torch.nn.utils.prune`."""
+    found = []
+    for name, module in model.named_modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                found.append((name, module, hook._tensor_name))
+    return found
+
+
+def adopt_torch_pruning(model: nn.Module) -> list[str]:
+    """Turn :mod:`torch.nn.utils.prune` masks into secateurs masks, in place.
+
+    torch keeps ``<name>_orig`` (a parameter), ``<name>_mask`` (a buffer) and a forward
+    pre-hook that writes ``<name> = <name>_orig * <name>_mask``. Each such tensor gets its
+    parameter back, unchanged (pruned entries keep their stored values), and a :class:`Mask`
+    with the same entries; torch's hook and buffer are removed.
+
+    Returns:
+        The qualified names of the adopted tensors (empty when there were none).
+
+    Example:
+        >>> from torch.nn.utils import prune
+        >>> lin = nn.Linear(4, 2)
+        >>> _ = prune.l1_unstructured(lin, "weight", amount=0.5)
+        >>> adopt_torch_pruning(lin), int(get_mask(lin).sum())
+        (['weight'], 4)
+    """
+    adopted = []
+    for name, module, tensor_name in torch_pruned(model):
+        keep = getattr(module, f"{tensor_name}_mask").detach() != 0
+        stored = module._parameters.pop(f"{tensor_name}_orig")
+        del module._buffers[f"{tensor_name}_mask"]
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name == tensor_name:
+                del module._forward_pre_hooks[key]
+        if tensor_name in module.__dict__:  # the masked copy torch's hook left as a plain attribute
+            delattr(module, tensor_name)
+        module.register_parameter(tensor_name, stored)
+        set_mask(module, keep, tensor_name)
+        adopted.append(param_name(name, tensor_name))
+    return adopted

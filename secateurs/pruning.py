@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from .coupled import coupled_masks
 from .errors import PruningError, check_choice, check_sparsity
 from .inputs import as_inputs
 from .layers import Target, resolve_layers
+from .modules.attention import row_tensors
 from .selection import keep_masks
 
 SCOPES = ("global", "local")
@@ -36,14 +37,26 @@ class PruneResult:
         sparsity: fraction of the pruned layers' weights now removed.
         shortfall: groups (weights, for unstructured pruning) that the target asked
             for and ``min_density`` kept.
+        asked: the ``sparsity`` asked for.
+        notes: one line per layer that was pruned less than asked, or skipped, and why
+            (channels coupled to the model's output or to an op secateurs does not follow,
+            a layer that cannot take the granularity); empty when everything asked was done.
     """
 
     layers: list[LayerStats]
     sparsity: float
     shortfall: int = 0
+    asked: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reached(self) -> float:
+        """The fraction of the pruned layers' weights removed (the same as :attr:`sparsity`)."""
+        return self.sparsity
 
     def __str__(self) -> str:
-        return format_table(self.layers) + f"\nsparsity {self.sparsity:.4f}"
+        notes = "".join(f"\n  less than asked: {n}" for n in self.notes)
+        return format_table(self.layers) + f"\nsparsity {self.sparsity:.4f}" + notes
 
 
 def _prepare(
@@ -77,6 +90,8 @@ def prune(
     example_inputs: tuple[Any, ...] | None = None,
     seed: int = 0,
     leaf_modules: tuple[str, ...] = (),
+    params: Iterable[str] | str | None = None,
+    strict: bool = False,
 ) -> PruneResult:
     """Prune ``model`` in place by attaching masks to its prunable weights.
 
@@ -103,13 +118,23 @@ def prune(
             them physically. SynFlow uses their shape.
         seed: seed for stochastic criteria.
         leaf_modules: module names torch.fx should not trace into (their channels are kept).
+        params: more parameters to prune, by qualified name or glob pattern (``["emb.weight", "*.bias"]``),
+            as :mod:`torch.nn.utils.prune` allows any parameter. Tied parameters (one tensor in two
+            modules, e.g. a language model's head and its token embedding) share one mask.
+        strict: raise instead of warning when less than asked can be removed (channels that
+            cannot go, layers that cannot take the granularity).
 
     Returns:
         A :class:`PruneResult` with the per-layer sparsities.
 
     Raises:
         PruningError: a bad argument, a layers pattern that matches nothing, a model with
-            no prunable layers or with NaN weights. The model is unchanged then.
+            no prunable layers or with NaN weights, or (``strict=True``) less than asked can be
+            removed. The model is unchanged then.
+
+    Warns:
+        UserWarning: once, naming the layers pruned less than asked (or skipped) and why, and
+            the sparsity reached; :attr:`PruneResult.notes` says the same.
 
     Example:
         >>> import secateurs as sc, torch.nn as nn
@@ -119,51 +144,86 @@ def prune(
     """
     sparsity = check_sparsity(sparsity)
     check_choice(scope, "scope", SCOPES)
+    masking.adopt_torch_pruning(model)  # masks from torch.nn.utils.prune become ours (and compound)
     group = gran.parse(granularity)
     if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
         raise PruningError(f"min_density must be a number in [0, 1], got {min_density!r}")
-    targets = resolve_layers(model, layers, sparsity)
-    _check_targets(targets, group)
+    targets = resolve_layers(model, layers, sparsity, params=params, tensors=True)
+    targets, notes = _check_targets(targets, group)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
                            granularity=group, example_inputs=example_inputs, min_density=float(min_density))
     crit = _prepare(model, criterion, targets, ctx, seed)
     if group.units and example_inputs is not None:  # whole units, traced: coupled channels go together
         inputs = as_inputs(example_inputs)
-        table = {t.module_name: (t.module, t.sparsity, t.own) for t in targets}
-        changes, shortfall = coupled_masks(model, table, crit, group, scope, sparsity, float(min_density),
-                                           inputs, tuple(leaf_modules))
+        rowwise = [t for t in targets if t.tensor == row_tensors(t.module)[0]]  # the rest: layer by layer
+        table = {t.module_name: (t.module, t.sparsity, t.own) for t in rowwise}
+        changes, shortfall, kept = coupled_masks(model, table, crit, group, scope, sparsity,
+                                                 float(min_density), inputs, tuple(leaf_modules))
+        notes += kept
+        rest = [t for t in targets if t not in rowwise]
+        if rest:
+            keep, more = keep_masks(rest, crit, group, scope, sparsity, float(min_density))
+            changes += [(t.module, t.tensor, k) for t, k in zip(rest, keep)]
+            shortfall += more
     else:
         keep, shortfall = keep_masks(targets, crit, group, scope, sparsity, float(min_density))
-        changes = [(t.module, "weight", k) for t, k in zip(targets, keep)]
+        changes = [(t.module, t.tensor, k) for t, k in zip(targets, keep)]
+    if notes and strict:
+        raise PruningError("strict=True and sc.prune cannot remove all that was asked: " + "; ".join(notes))
     for module, tensor_name, k in changes:  # nothing is changed before every mask is known
         masking.set_mask(module, k, tensor_name, copy=False)
-    by_module = {id(m): k for m, tn, k in changes if tn == "weight"}
+    masking.tie(model)  # tied tensors read the mask of the one pruned
+    by_key = {(id(m), tn): k for m, tn, k in changes}
+    final = {t.param: by_key.get((id(t.module), t.tensor), _current(t)) for t in targets}
     for t in targets:
-        crit.update(t.param, t.module, by_module[id(t.module)])
+        crit.update(t.param, t.module, final[t.param])
     rows = [
         LayerStats(t.param, masking.kind(t.module), tuple(k.shape), k.numel(), int(torch.count_nonzero(k)))
-        for t, k in ((t, by_module[id(t.module)]) for t in targets)
+        for t, k in ((t, final[t.param]) for t in targets)
     ]
     collapsed = [r.name for r in rows if r.nonzero == 0]
     if collapsed:
         warnings.warn(f"layers pruned to nothing (layer collapse): {', '.join(collapsed)}; "
                       "pass min_density= to keep some weights in every layer", stacklevel=2)
     total = sum(r.params for r in rows)
-    return PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall)
+    result = PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall, sparsity, notes)
+    if notes:
+        warnings.warn(f"sc.prune removed less than asked (sparsity {sparsity:g} asked, {result.sparsity:.4f} of "
+                      f"the pruned layers' weights reached; strict=True makes this an error): "
+                      + "; ".join(notes), stacklevel=2)
+    return result
 
 
-def _check_targets(targets: list[Target], group: gran.Granularity) -> None:
+def _current(t: Target) -> Tensor:
+    """The mask a target has now (all kept when it has none)."""
+    mask = masking.get_mask(t.module, t.tensor)
+    return torch.ones_like(t.original, dtype=torch.bool) if mask is None else mask
+
+
+def _check_targets(targets: list[Target], group: gran.Granularity) -> tuple[list[Target], list[str]]:
+    """The targets that can take ``group`` and a note for each one skipped (every one, not the first)."""
+    fit, notes = [], []
     for t in targets:
-        w = masking.original(t.module).detach()
+        w = masking.as_rows(t.module, t.original.detach(), t.tensor)
         lo, hi = torch.aminmax(w)  # NaN and inf propagate
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise PruningError(f"{t.param} has NaN or infinite values; fix the weights before pruning")
-        group.check(t.param, tuple(w.shape))
+        try:
+            group.check(t.param, tuple(w.shape))
+        except PruningError as exc:
+            if group.sparsity is None:  # blocks: the layer's shape is an error, as documented
+                raise
+            notes.append(f"skipped {exc}")  # N:M: a layer whose inputs do not fit the pattern
+            continue
+        fit.append(t)
         if group.sparsity is not None and abs(float(t.sparsity or 0) - group.sparsity) > 1e-9:
             raise PruningError(
                 f"granularity {group.name} prunes exactly {group.sparsity:g} of each layer; "
                 f"got sparsity {t.sparsity!r} for {t.param}"
             )
+    if not fit:
+        raise PruningError(f"no layer can take granularity {group.name}: " + "; ".join(notes))
+    return fit, notes
 
 
 def score(
@@ -190,4 +250,4 @@ def score(
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, example_inputs=example_inputs)
     crit = _prepare(model, criterion, targets, ctx, seed)
     with torch.no_grad():
-        return {t.param: crit.score(t.param, t.module.weight.detach()) for t in targets}
+        return {t.param: crit.score(t.param, t.weight.detach()) for t in targets}

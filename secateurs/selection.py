@@ -42,11 +42,12 @@ def keep_masks(
 
     Entries already pruned stay pruned. Warns when ``min_density`` kept groups the target would remove.
     """
-    shapes = [tuple(masking.original(t.module).shape) for t in targets]
-    currents = [masking.get_mask(t.module) for t in targets]
+    # Granularities see every weight with its output units first (transformers' Conv1D is stored (in, out)).
+    shapes = [tuple(_rows(t, t.original).shape) for t in targets]
+    currents = [masking.get_mask(t.module, t.tensor) for t in targets]
     slots = []
     for t, shape, cur in zip(targets, shapes, currents):
-        flat = None if cur is None else group.group_keep(cur).reshape(-1).cpu()
+        flat = None if cur is None else group.group_keep(_rows(t, cur)).reshape(-1).cpu()
         n = group.groups(torch.empty(shape, device="meta")).numel()
         own = t.sparsity if (scope == "local" or t.own) else None
         slots.append(allocation.Slot(n, own, allocation.min_keep(min_density, n), flat))
@@ -57,9 +58,13 @@ def keep_masks(
                       stacklevel=3)
     out = []
     for t, k, shape, cur in zip(targets, keep, shapes, currents):
-        elem = group.expand(k, shape).to(masking.original(t.module).device)
+        elem = _rows(t, group.expand(k, shape)).contiguous().to(t.original.device)
         out.append(elem if cur is None else elem.logical_and_(cur))  # pruned entries stay pruned
     return out, shortfall
+
+
+def _rows(t: Target, tensor: Tensor) -> Tensor:
+    return masking.as_rows(t.module, tensor, t.tensor)
 
 
 def _key_source(
@@ -71,14 +76,14 @@ def _key_source(
     def keys_of(i: int) -> Iterator[Tensor]:
         t, current = targets[i], slots[i].current
         with torch.no_grad():
-            if elementwise:  # score chunk by chunk; entries already pruned are forced below anyway
-                flat = masking.original(t.module).detach().reshape(-1)
+            if elementwise and not masking.transposed(t.module):  # chunk by chunk; pruned entries forced below
+                flat = t.original.detach().reshape(-1)
                 parts: Iterable[Tensor] = (
                     crit.score(t.param, flat[lo : lo + allocation.CHUNK])
                     for lo in range(0, flat.numel(), allocation.CHUNK)
                 )
             else:  # the masked weight is computed on demand, one layer at a time
-                full = group.groups(crit.score(t.param, t.module.weight.detach()))
+                full = group.groups(_rows(t, crit.score(t.param, t.weight.detach())))
                 full = (normalise(full) if normalised else full).reshape(-1)
                 parts = full.split(allocation.CHUNK)
             lo = 0

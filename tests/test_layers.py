@@ -1,20 +1,23 @@
 """Choosing layers: patterns, exclusions, tied and empty weights (secateurs.layers)."""
 
 import pytest
+import torch
 from torch import nn
 
 import secateurs as sc
 from secateurs.layers import assign, include, matches, resolve_layers, select
 
 
-def test_tied_weights_are_refused():
+def test_tied_weights_share_one_mask():
     a, b = nn.Linear(4, 4), nn.Linear(4, 4)
     b.weight = a.weight
     net = nn.Sequential(a, nn.ReLU(), b)
-    with pytest.raises(sc.PruningError, match="2.weight shares its weight with 0.weight"):
-        sc.prune(net, 0.5)
-    sc.prune(net, 0.5, layers={"2": None})
-    assert set(sc.masks(net)) == {"0.weight"}
+    r = sc.prune(net, 0.5)
+    assert [row.name for row in r.layers] == ["0.weight"]  # one weight, counted once
+    masks = sc.masks(net)
+    assert set(masks) == {"0.weight", "2.weight"} and masks["0.weight"] is masks["2.weight"]
+    sc.finalize(net)
+    assert net[0].weight is net[2].weight and int((net[0].weight == 0).sum()) == 8
 
 
 def test_empty_layers_are_skipped():
@@ -65,3 +68,28 @@ def test_select_returns_the_chosen_prunable_layers_in_model_order():
     with pytest.raises(sc.PruningError, match="matches no prunable layer"):
         select(net, "fc")
     assert all(isinstance(m, nn.Linear) for _, m in select(net, None))
+
+
+def test_params_prunes_any_named_parameter_as_torch_prune_allows():
+    net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4))
+    r = sc.prune(net, 0.5, params=["0.weight", "*.bias"], scope="local")
+    assert [row.name for row in r.layers] == ["0.weight", "1.weight", "1.bias"]
+    assert [int((~m).sum()) for m in sc.masks(net).values()] == [20, 8, 2]
+    with pytest.raises(sc.PruningError, match="params pattern 'nope.*' matches no parameter of Sequential"):
+        sc.prune(net, 0.5, params=["nope.*"])
+
+
+def test_multihead_attention_in_proj_weight_is_prunable_by_default():
+    net = nn.Sequential(nn.MultiheadAttention(8, 2))
+    r = sc.prune(net, 0.5, scope="local")
+    assert [row.name for row in r.layers] == ["0.in_proj_weight", "0.out_proj.weight"]
+    assert int((~sc.masks(net)["0.in_proj_weight"]).sum()) == 96
+    x = torch.randn(3, 1, 8)
+    out = net[0](x, x, x)[0]
+    assert out.shape == (3, 1, 8)
+
+
+def test_layers_patterns_name_a_tensor_or_its_module():
+    net = nn.Sequential(nn.MultiheadAttention(8, 2))
+    r = sc.prune(net, 0.5, layers={"0": None})  # the module name excludes its in_proj_weight too
+    assert [row.name for row in r.layers] == ["0.out_proj.weight"]

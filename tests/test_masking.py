@@ -146,3 +146,26 @@ def test_conv_layers_are_prunable_and_norms_are_not():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv1d(4, 2, 1), nn.Conv3d(1, 1, 1))
     names = [n for n, _ in masking.prunable_layers(net)]
     assert names == ["0", "2", "3"]
+
+
+def test_tied_head_and_embedding_share_one_mask_through_finalize_save_and_load(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.transformer_models import gpt2
+
+    model, (x,) = gpt2()
+    model.eval()
+    sc.prune(model, 0.5)
+    masks = sc.masks(model)
+    assert masks["lm_head.weight"].data_ptr() == masks["transformer.wte.weight"].data_ptr()
+    with torch.no_grad():
+        before = model(x).logits
+    sc.save(model, tmp_path / "m.safetensors")
+    fresh, _ = gpt2()
+    loaded = sc.load(tmp_path / "m.safetensors", fresh.eval())
+    sc.finalize(model)
+    for m in (model, loaded):
+        with torch.no_grad():
+            assert float((m(x).logits - before).abs().max()) == 0
+    assert model.lm_head.weight is model.transformer.wte.weight
+    m2 = sc.masks(loaded)
+    assert m2["lm_head.weight"].data_ptr() == m2["transformer.wte.weight"].data_ptr()

@@ -1,5 +1,7 @@
 """sc.prune: the public entry point, its result and its errors."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -146,3 +148,58 @@ def test_bad_input_is_one_clear_error(kwargs, match):
     with pytest.raises(sc.PruningError, match=match):
         sc.prune(net, 0.5, **kwargs)
     assert sc.masks(net) == {}
+
+
+class _Frozen(nn.Module):
+    """One kind of channel that cannot go: after ``a``, through ``kind``, into ``b`` (then the output)."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.a = nn.Conv2d(4, 8, 1)
+        self.g = nn.Conv2d(8, 8, 1, groups=2)
+        self.norm = nn.LayerNorm(8)
+        self.b = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        if self.kind == "unknown":
+            y = torch.roll(y, 1, dims=1)
+        elif self.kind == "layer_norm":
+            y = y + self.norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        elif self.kind == "grouped":
+            y = self.g(y.transpose(1, 2))  # its groups would cut across another axis
+        elif self.kind == "twice":
+            y = self.b(y)
+        return self.b(y)
+
+
+FROZEN_KINDS = {"output": ("b", "the model's output"), "unknown": ("a", "roll"),
+                "layer_norm": ("a", "LayerNorm"), "grouped": ("g", "grouped conv 'g'"),
+                "twice": ("b", "called twice")}
+
+
+@pytest.mark.parametrize("kind", sorted(FROZEN_KINDS))
+def test_every_kind_of_frozen_channel_warns_once_and_strict_refuses(kind):
+    layer, why = FROZEN_KINDS[kind]
+    x = torch.randn(1, 4, 8, 8)
+    m = _Frozen(kind)
+    with pytest.warns(UserWarning) as caught:
+        result = sc.prune(m, 0.5, granularity="channel", scope="local", example_inputs=(x,))
+    less = [str(w.message) for w in caught if "less than asked" in str(w.message)]
+    assert len(less) == 1 and "reached" in less[0]
+    note = next(n for n in result.notes if n.startswith(f"{layer}:"))
+    assert why in note and note in less[0]
+    assert result.asked == 0.5 and result.reached == result.sparsity
+    fresh = _Frozen(kind)
+    with pytest.raises(sc.PruningError, match=rf"strict=True.*{layer}: .*{why}"):
+        sc.prune(fresh, 0.5, granularity="channel", scope="local", example_inputs=(x,), strict=True)
+    assert sc.masks(fresh) == {}
+
+
+def test_nothing_left_out_means_no_notes_and_no_warning():
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = sc.prune(net, 0.5, strict=True)
+    assert result.notes == [] and result.asked == 0.5

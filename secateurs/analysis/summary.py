@@ -27,16 +27,16 @@ class LayerStats:
         return 1.0 - self.nonzero / self.params if self.params else 0.0
 
 
-def layer_stats(name: str, module: nn.Module) -> LayerStats:
-    """Statistics of ``module.weight`` as the layer computes it (mask applied)."""
+def layer_stats(name: str, module: nn.Module, tensor_name: str = "weight") -> LayerStats:
+    """Statistics of ``module.<tensor_name>`` as the layer computes it (mask applied)."""
     with torch.no_grad():
-        w = module.weight
+        w = getattr(module, tensor_name)
         nonzero = int(torch.count_nonzero(w))
     return LayerStats(name, masking.kind(module), tuple(w.shape), w.numel(), nonzero)
 
 
 def _all_stats(model: nn.Module) -> list[LayerStats]:
-    return [layer_stats(masking.param_name(n), m) for n, m in masking.prunable_layers(model)]
+    return [layer_stats(masking.param_name(n, t), m, t) for n, m, t in masking.prunable_tensors(model)]
 
 
 def sparsity(model: nn.Module) -> float:
@@ -152,6 +152,7 @@ def summary(model: nn.Module, example_inputs: Any = None) -> Summary:
         >>> s.params, s.flops_dense
         (8, 16)
     """
+    masking.adopt_torch_pruning(model)  # torch.nn.utils.prune's masks count as ours
     rows = _all_stats(model)
     total = sum(p.numel() for p in model.parameters())
     out = Summary(rows, total)

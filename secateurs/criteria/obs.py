@@ -58,14 +58,13 @@ class OBS(Criterion):
         collect(ctx, add)
         with torch.no_grad():  # the weights as pruned so far: the correction starts from them
             self.before = {n: m.weight.detach().clone() for n, m in ctx.layers.items() if n in sums}
-        self.hessians = {n: _damped(sums[n] / rows[n], n) for n in sums}
+        self.hessians = {n: damped(sums[n] / rows[n], n) for n in sums}
         self.inverses = {n: torch.cholesky_inverse(torch.linalg.cholesky(h)) for n, h in self.hessians.items()}
 
     def score(self, name: str, weight: Tensor) -> Tensor:
         if name not in self.inverses:
             return torch.zeros_like(weight)
-        d = torch.diagonal(self.inverses[name]).to(weight)
-        return (as_matrix(weight).pow(2) / (2 * d)).reshape(weight.shape)
+        return obs_scores(as_matrix(weight), self.inverses[name]).reshape(weight.shape)
 
     def update(self, name: str, module: nn.Module, keep: Tensor) -> None:
         if name not in self.inverses:
@@ -77,7 +76,13 @@ class OBS(Criterion):
             w.copy_(new.reshape(w.shape).to(w.dtype))
 
 
-def _damped(h: Tensor, name: str) -> Tensor:
+def obs_scores(weight: Tensor, inverse: Tensor) -> Tensor:
+    """``w_ij² / (2 [H⁻¹]_jj)`` for a weight matrix (out × in) and the inverse input Hessian (in × in)."""
+    d = torch.diagonal(inverse).to(weight)
+    return weight.pow(2) / (2 * d)
+
+
+def damped(h: Tensor, name: str) -> Tensor:
     """``H + λI``; inputs that never fire get ``H_jj = 1`` so ``H`` stays invertible."""
     h = h.clone()
     dead = torch.diagonal(h) == 0

@@ -51,4 +51,14 @@ class Wanda(Criterion):
         norm = self.norms.get(name)
         if norm is None:  # the layer never ran on the calibration data
             return torch.zeros_like(weight)
-        return (as_matrix(weight).abs() * norm.to(weight)).reshape(weight.shape)
+        return wanda_scores(as_matrix(weight), norm).reshape(weight.shape)
+
+
+def wanda_scores(weight: Tensor, norm: Tensor) -> Tensor:
+    """``|W_ij| · norm_j`` for a weight matrix (out × in) and the inputs' per-feature RMS ``norm``.
+
+    Example:
+        >>> wanda_scores(torch.tensor([[1.0, -2.0]]), torch.tensor([3.0, 0.5]))
+        tensor([[3., 1.]])
+    """
+    return weight.abs() * norm.to(weight)

@@ -50,8 +50,8 @@ class NM(Granularity):
         if len(shape) < 2 or shape[1] % self.m:
             size = shape[1] if len(shape) > 1 else 1
             raise PruningError(
-                f"{param} has {size} inputs, not a multiple of M={self.m} for {self.name}; "
-                "exclude it with layers={...: None}"
+                f"{param} has {size} inputs, not a multiple of M={self.m} for {self.name} "
+                "(exclude it with layers={...: None})"
             )
 
     def _groups_view(self, x: Tensor) -> Tensor:

@@ -1,8 +1,8 @@
 """Channel dependency analysis: which channels of which layers must be removed together.
 
-:func:`analyse` traces the model with ``torch.fx`` (:mod:`.fx`), or, for Hugging Face
-BERT-style encoders that torch.fx cannot trace, reads their module structure
-(:mod:`.structural`). Both give a :class:`ChannelGraph` (:mod:`.channels`).
+:func:`analyse` traces the model with ``torch.fx`` (:mod:`.fx`), or, for transformers whose attention blocks
+:mod:`.patterns` recognises (Hugging Face, timm, torch's Transformer layers), reads their module
+structure (:mod:`.structural`). Both give a :class:`ChannelGraph` (:mod:`.channels`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from torch import nn
 
 from .channels import NORMS, Atoms, ChannelGraph, Labels
 from .fx import trace, traced_graph
-from .structural import bert_layers, structural_graph
+from .structural import recognised, structural_graph
 
 __all__ = ["NORMS", "Atoms", "ChannelGraph", "Labels", "analyse", "trace"]
 
 
 def analyse(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> ChannelGraph:
-    """The channel graph of ``model``: by structure for BERT-style encoders, else by tracing it.
+    """The channel graph of ``model``: by structure for recognised transformers (:mod:`.patterns`), else traced.
 
     Raises:
         PruningError: torch.fx cannot trace the model (the message names the module and ``leaf_modules=``).
     """
-    if bert_layers(model):
+    if recognised(model):
         return structural_graph(model)
     return traced_graph(model, example_inputs, leaves)

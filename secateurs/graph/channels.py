@@ -20,11 +20,14 @@ class Atoms:
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.frozen: list[bool] = []
+        self.why: dict[int, str] = {}  # root -> why its set is frozen (the first reason seen)
 
-    def new(self, n: int, frozen: bool = False) -> list[int]:
+    def new(self, n: int, frozen: bool = False, reason: str = "an input or output of the model") -> list[int]:
         start = len(self.parent)
         self.parent.extend(range(start, start + n))
         self.frozen.extend([frozen] * n)
+        if frozen:
+            self.why.update(dict.fromkeys(range(start, start + n), reason))
         return list(range(start, start + n))
 
     def find(self, a: int) -> int:
@@ -38,10 +41,19 @@ class Atoms:
         if ra != rb:
             self.parent[rb] = ra
             self.frozen[ra] = self.frozen[ra] or self.frozen[rb]
+            if ra not in self.why and rb in self.why:
+                self.why[ra] = self.why[rb]
 
-    def freeze(self, atoms: Sequence[int]) -> None:
+    def freeze(self, atoms: Sequence[int], reason: str = "an op secateurs does not follow") -> None:
         for a in atoms:
-            self.frozen[self.find(a)] = True
+            r = self.find(a)
+            self.frozen[r] = True
+            self.why.setdefault(r, reason)
+
+    def reason(self, a: int) -> str:
+        """Why ``a``'s set is frozen (empty when it is not)."""
+        r = self.find(a)
+        return self.why.get(r, "an op secateurs does not follow") if self.frozen[r] else ""
 
     def is_frozen(self, a: int) -> bool:
         return self.frozen[self.find(a)]

@@ -33,6 +33,8 @@ from ..errors import PruningError
 from ..inputs import evaluating
 from ..modules.attention import ATTENTION, packed
 from .channels import NORMS, Atoms, ChannelGraph, Labels
+from .functional import NONZERO, UNKNOWN, function
+from .nodes import fresh, freeze_all, labels_of, op_name, shape_of
 
 KEEPS_ZERO_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Hardswish, nn.Mish,
@@ -40,6 +42,8 @@ KEEPS_ZERO_MODULES: tuple[type[nn.Module], ...] = (
     nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
     nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
 )
+NONZERO_MODULES: tuple[type[nn.Module], ...] = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus, nn.LogSigmoid)
+"""Per-channel elementwise modules that do not keep zero at zero (see :data:`.functional.NONZERO`)."""
 KEEPS_ZERO_FUNCTIONS = {
     F.relu, torch.relu, F.relu6, F.gelu, F.silu, torch.tanh, F.tanh, F.leaky_relu, F.elu, F.hardtanh,
     F.hardswish, F.mish, F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, operator.neg,
@@ -63,10 +67,12 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[st
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types; name the module that failed
-        where = _failing_module(model, exc)
+        name, where = _failing_module(model, exc)
+        advice = (f"pass leaf_modules=[{name!r}] to treat it as one opaque layer (its channels are then kept)"
+                  if name else "it fails in the model's own forward, where leaf_modules= cannot help: move that "
+                  "code into a submodule, or prune without example_inputs (layer by layer)")
         raise PruningError(
-            f"torch.fx cannot trace {where}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}; "
-            "pass its name in leaf_modules=[...] to treat it as one opaque layer (its channels are then kept)"
+            f"torch.fx cannot trace {where}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}; {advice}"
         ) from None
     gm = fx.GraphModule(model, graph)
     with torch.no_grad(), evaluating(gm, model):
@@ -79,17 +85,21 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[st
     return gm
 
 
-def _failing_module(model: nn.Module, exc: BaseException) -> str:
-    tb = exc.__traceback__
-    found = "the model"
+def _failing_module(model: nn.Module, exc: BaseException) -> tuple[str, str]:
+    """The qualified name of the innermost submodule whose code raised (``""``: the model itself) and a
+    description naming it and the line of the model's code that failed."""
+    names = {id(m): n for n, m in model.named_modules()}
+    tb, name, line = exc.__traceback__, "", ""
     while tb is not None:
-        frame_self = tb.tb_frame.f_locals.get("self")
-        if isinstance(frame_self, nn.Module) and frame_self is not model:
-            for name, m in model.named_modules():
-                if m is frame_self:
-                    found = f"module {name!r} ({type(m).__name__})"
+        frame = tb.tb_frame
+        frame_self = frame.f_locals.get("self")
+        if isinstance(frame_self, nn.Module) and names.get(id(frame_self)):
+            name = names[id(frame_self)]
+        if "/torch/" not in frame.f_code.co_filename.replace("\\", "/"):
+            line = f"{frame.f_code.co_name} at {frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
         tb = tb.tb_next
-    return found
+    what = f"module {name!r} ({type(model.get_submodule(name)).__name__})" if name else "the model"
+    return name, f"{what}{f' (in {line})' if line else ''}"
 
 
 def traced_graph(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> ChannelGraph:
@@ -98,108 +108,98 @@ def traced_graph(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequ
     g = ChannelGraph(Atoms())
     env: dict[fx.Node, Any] = {}
     for node in gm.graph.nodes:
-        env[node] = _visit(node, gm, g, env)
+        env[node] = _visit(node, model, g, env)
     return g
 
 
-def _shape(node: Any) -> tuple[int, ...] | None:
-    meta = getattr(node, "meta", {}).get("tensor_meta") if isinstance(node, fx.Node) else None
-    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
-
-
-def _labels_of(arg: Any, env: dict[fx.Node, Any]) -> Labels | None:
-    return env.get(arg) if isinstance(arg, fx.Node) and isinstance(env.get(arg), Labels) else None
-
-
-def _freeze_all(args: Any, env: dict[fx.Node, Any], g: ChannelGraph) -> None:
-    for a in _flatten_args(args):
-        lab = env.get(a) if isinstance(a, fx.Node) else None
-        if isinstance(lab, Labels):
-            g.atoms.freeze(lab.atoms)
-        elif isinstance(lab, tuple):
-            for part in lab:
-                if isinstance(part, Labels):
-                    g.atoms.freeze(part.atoms)
-
-
-def _flatten_args(args: Any) -> list[Any]:
-    out: list[Any] = []
-    fx.node.map_aggregate(args, lambda x: out.append(x))
-    return out
-
-
-def _fresh(node: fx.Node, g: ChannelGraph, frozen: bool = True) -> Labels | None:
-    shape = _shape(node)
-    if shape is None or len(shape) < 2:
-        return None
-    return Labels(1, g.atoms.new(shape[1], frozen=frozen))
-
-
-def _visit(node: fx.Node, gm: fx.GraphModule, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+def _visit(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
     if node.op == "placeholder":
-        return _fresh(node, g)
+        return fresh(node, g, "the model's input")
     if node.op == "get_attr":
         return None
     if node.op == "output":
-        _freeze_all(node.args, env, g)
+        freeze_all(node.args, env, g, "the model's output")
         return None
     if node.op == "call_module":
-        return _module(node, gm.get_submodule(str(node.target)), str(node.target), g, env)
-    return _function(node, g, env)
+        return _module(node, model.get_submodule(str(node.target)), str(node.target), g, env)
+    return _function(node, model, g, env)
 
 
 def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
-    x = _labels_of(node.args[0], env) if node.args else None
-    in_shape = _shape(node.args[0]) if node.args else None
+    x = labels_of(node.args[0], env) if node.args else None
+    in_shape = shape_of(node.args[0]) if node.args else None
     if name in g.rows or name in g.norms:  # a layer called twice: keep all its channels
-        _freeze_all(node.args, env, g)
+        freeze_all(node.args, env, g, f"layer {name!r}, called twice")
         for table in (g.rows, g.cols, g.norms):
-            g.atoms.freeze(table.get(name, []))
-        return Labels(1 if not isinstance(m, nn.Linear) else len(_shape(node) or (0, 0)) - 1,
+            g.atoms.freeze(table.get(name, []), f"layer {name!r}, called twice")
+        return Labels(1 if not isinstance(m, nn.Linear) else len(shape_of(node) or (0, 0)) - 1,
                       g.rows.get(name) or g.norms[name])
     if isinstance(m, nn.Linear):
         if x is not None and in_shape is not None and x.axis == len(in_shape) - 1:
             g.cols[name] = x.atoms
             g.via[name] = x.ops
+            if NONZERO in x.ops:  # a removed channel would not be zero here
+                g.atoms.freeze(x.atoms, f"a nonzero op ({', '.join(sorted(x.ops))}) before layer {name!r}")
         else:
-            _freeze_all(node.args, env, g)
+            freeze_all(node.args, env, g, f"layer {name!r} reads them along another axis")
             g.cols[name] = g.atoms.new(m.in_features, frozen=True)
         out = g.atoms.new(m.out_features)
         g.rows[name] = out
-        return Labels(len(_shape(node) or (0, 0)) - 1, out)
+        return Labels(len(shape_of(node) or (0, 0)) - 1, out)
     if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        ok = x is not None and x.axis == 1
-        if m.groups == 1:
-            g.cols[name] = x.atoms if ok else g.atoms.new(m.in_channels, frozen=True)
-            if ok:
-                g.via[name] = x.ops
-            if not ok:
-                _freeze_all(node.args, env, g)
-            g.rows[name] = g.atoms.new(m.out_channels)
-            return Labels(1, g.rows[name])
-        if ok and m.groups == m.in_channels == m.out_channels:
-            g.rows[name] = x.atoms  # a depthwise filter follows its input channel
-            g.depthwise.add(name)
-            return Labels(1, x.atoms)
-        _freeze_all(node.args, env, g)
-        g.rows[name] = g.atoms.new(m.out_channels, frozen=True)
-        return Labels(1, g.rows[name])
+        return _conv(node, m, name, x, g, env)
     if isinstance(m, ATTENTION) and packed(m):
         return _attention(node, m, name, g, env)
     if isinstance(m, NORMS) and x is not None and x.axis == 1:
         g.norms[name] = x.atoms
-        return Labels(x.axis, x.atoms, x.ops | {"norm"})
+        return Labels(x.axis, x.atoms, (x.ops - {NONZERO}) | {"norm"})
     if isinstance(m, KEEPS_ZERO_MODULES) and x is not None:
         return _reduced(node, x, in_shape, type(m).__name__)
+    if isinstance(m, NONZERO_MODULES) and x is not None:
+        return _reduced(node, Labels(x.axis, x.atoms, x.ops | {NONZERO}), in_shape, type(m).__name__)
     if isinstance(m, nn.Flatten) and x is not None and in_shape is not None:
         return _flattened(x, in_shape, m.start_dim, m.end_dim, g)
-    _freeze_all((node.args, node.kwargs), env, g)
-    return _fresh(node, g)
+    freeze_all((node.args, node.kwargs), env, g, _unknown(node, m))
+    return fresh(node, g)
+
+
+def _unknown(node: fx.Node, m: nn.Module) -> str:
+    if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+        return f"{op_name(node)} ({type(m).__name__}): a norm over channels mixes them"
+    return f"{op_name(node)} ({type(m).__name__}), unknown to secateurs"
+
+
+def _conv(node: fx.Node, m: nn.Module, name: str, x: Labels | None, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    """A conv's filters are new channels; grouped and depthwise convs tie channels so groups stay equal."""
+    if x is None or x.axis != 1 or len(x.atoms) != m.in_channels:
+        freeze_all(node.args, env, g, f"conv {name!r} reads them along another axis")
+        g.cols[name] = g.atoms.new(m.in_channels // m.groups, frozen=True)
+        g.rows[name] = g.atoms.new(m.out_channels, frozen=m.groups > 1,
+                                   reason=f"grouped conv {name!r} reads channels secateurs cannot follow")
+        return Labels(1, g.rows[name])
+    g.via[name] = x.ops
+    if NONZERO in x.ops:  # a removed channel would not be zero here
+        g.atoms.freeze(x.atoms, f"a nonzero op ({', '.join(sorted(x.ops))}) before layer {name!r}")
+    if m.groups > 1 and m.groups == m.in_channels:  # depthwise (times a multiplier): filters follow inputs
+        mult = m.out_channels // m.groups
+        g.rows[name] = [a for a in x.atoms for _ in range(mult)]
+        g.depthwise.add(name)
+        return Labels(1, g.rows[name])
+    per_in, per_out = m.in_channels // m.groups, m.out_channels // m.groups
+    for k in range(1, m.groups):  # position p of every group goes together: groups keep one width
+        for p in range(per_in):
+            g.atoms.union(x.atoms[p], x.atoms[k * per_in + p])
+    rows = g.atoms.new(m.out_channels)
+    for k in range(1, m.groups):
+        for q in range(per_out):
+            g.atoms.union(rows[q], rows[k * per_out + q])
+    g.cols[name], g.rows[name] = x.atoms[:per_in], rows
+    return Labels(1, rows)
 
 
 def _attention(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
     """Heads of a packed attention module: one unit per head (its q, k, v rows, out_proj columns)."""
-    _freeze_all((node.args, node.kwargs), env, g)  # its inputs are the residual stream: kept
+    freeze_all((node.args, node.kwargs), env, g, f"the residual stream of attention {name!r}")  # its inputs are the residual stream: kept
     inner = m.num_heads * m.head_dim
     atoms = g.atoms.new(inner)
     for h in range(0, inner, m.head_dim):
@@ -210,13 +210,13 @@ def _attention(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dic
     g.cols[f"{name}.out_proj"] = atoms
     out = g.atoms.new(m.embed_dim)
     g.rows[f"{name}.out_proj"] = out
-    shape = _shape(node.args[0]) if node.args else None
+    shape = shape_of(node.args[0]) if node.args else None
     return (Labels(len(shape) - 1 if shape else 2, out), None)
 
 
 def _reduced(node: fx.Node, x: Labels, in_shape: tuple[int, ...] | None, op: str) -> Labels:
     """Pass labels through a channel-preserving op whose output rank may drop (pooling keeps it)."""
-    out = _shape(node)
+    out = shape_of(node)
     ops = x.ops | {op}
     if out is not None and in_shape is not None and len(out) == len(in_shape):
         return Labels(x.axis, x.atoms, ops)
@@ -232,27 +232,30 @@ def _flattened(x: Labels, shape: tuple[int, ...], start: int, end: int, g: Chann
     outer = math.prod(shape[start : x.axis])
     atoms = [a for a in x.atoms for _ in range(inner)] * outer
     if outer > 1:
-        g.atoms.freeze(x.atoms)  # channels interleaved with an outer dim: keep it simple
+        g.atoms.freeze(x.atoms, "a flatten that interleaves channels")  # channels interleaved with an outer dim: keep it simple
     return Labels(start, atoms, x.ops | {"flatten"})
 
 
-def _function(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+def _function(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    known = function(node, model, g, env)
+    if known is not UNKNOWN:
+        return known
     target = node.target
     method = node.op == "call_method"
     args = node.args
-    first = _labels_of(args[0], env) if args else None
+    first = labels_of(args[0], env) if args else None
     if target is operator.getitem and isinstance(env.get(args[0]), tuple):
         part = env[args[0]][args[1]] if isinstance(args[1], int) else None
         return part
     if (method and target in KEEPS_ZERO_METHODS) or (not method and target in KEEPS_ZERO_FUNCTIONS):
         if first is not None:
-            return _reduced(node, first, _shape(args[0]), str(getattr(target, "__name__", target)))
+            return _reduced(node, first, shape_of(args[0]), str(getattr(target, "__name__", target)))
     if (method and target in TIES_METHODS) or (not method and target in TIES):
         tied = _tie(node, g, env)
         if tied is not None:
             return tied
     if (method and target == "flatten") or (not method and target is torch.flatten):
-        shape = _shape(args[0])
+        shape = shape_of(args[0])
         if first is not None and shape is not None:
             start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
             end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
@@ -265,35 +268,38 @@ def _function(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
             return reduced
     if method and target in ("size", "dim"):
         return None
-    _freeze_all((node.args, node.kwargs), env, g)
-    return _fresh(node, g)
+    freeze_all((node.args, node.kwargs), env, g, f"{op_name(node)}, an op secateurs does not follow")
+    return fresh(node, g)
 
 
 def _tie(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | None:
     """``a + b``, ``a * b``: tie the operands' channels index by index (broadcasting allowed)."""
     a = node.args[0]
     b = node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
-    la, lb = _labels_of(a, env), _labels_of(b, env)
+    la, lb = labels_of(a, env), labels_of(b, env)
     if la is not None and not isinstance(b, fx.Node):  # a Python number: x * k keeps zeros, x + k does not
         return la if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_") else None
     if la is None or lb is None or la.axis != lb.axis or len(la.atoms) != len(lb.atoms):
         return None
     for x, y in zip(la.atoms, lb.atoms):
         g.atoms.union(x, y)
-    return la
+    ops = la.ops | lb.ops
+    if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_") and NONZERO not in la.ops & lb.ops:
+        ops = ops - {NONZERO}  # a product with a zero channel is zero
+    return Labels(la.axis, la.atoms, ops)
 
 
 def _cat(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | None:
     tensors = node.args[0]
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    labels = [_labels_of(t, env) for t in tensors]
-    shape = _shape(node)
+    labels = [labels_of(t, env) for t in tensors]
+    shape = shape_of(node)
     if shape is None or any(lab is None for lab in labels) or len({lab.axis for lab in labels}) != 1:
-        _freeze_all(node.args, env, g)
-        return _fresh(node, g)
+        freeze_all(node.args, env, g, "a torch.cat it cannot follow")
+        return fresh(node, g)
     axis = labels[0].axis
     if int(dim) % len(shape) == axis:
-        return Labels(axis, [a for lab in labels for a in lab.atoms])
+        return Labels(axis, [a for lab in labels for a in lab.atoms], frozenset().union(*(lab.ops for lab in labels)))
     for lab in labels[1:]:
         for x, y in zip(labels[0].atoms, lab.atoms):
             g.atoms.union(x, y)
@@ -301,7 +307,7 @@ def _cat(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | No
 
 
 def _reduction(node: fx.Node, x: Labels | None) -> Labels | None:
-    shape, out = _shape(node.args[0]), _shape(node)
+    shape, out = shape_of(node.args[0]), shape_of(node)
     if x is None or shape is None or out is None:
         return None
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")

@@ -1,72 +1,73 @@
-"""Hugging Face BERT-style encoders: attention heads and FFN neurons, found by structure.
+"""Transformer blocks: attention heads and MLP neurons, found by structure.
 
-``torch.fx`` cannot trace Hugging Face models, so for encoder layers shaped like
-BERT's — ``attention.self.{query,key,value}``, ``attention.output.dense``,
-``intermediate.dense``, ``output.dense`` — the channel graph is built from the
-module structure instead:
+For models whose attention :mod:`.patterns` recognises (Hugging Face BERT, RoBERTa,
+DistilBERT, GPT-2, Llama / Mistral / Qwen2, ViT; torch's own
+``nn.TransformerEncoderLayer`` / ``DecoderLayer``) the channel graph is built from
+the module structure instead of a trace:
 
-- an FFN neuron is a row of ``intermediate.dense`` and the matching column of
-  ``output.dense`` (the activation between them must map 0 to 0, as GELU does);
-- a head is its ``head_size`` rows of each of ``query``, ``key`` and ``value`` and
-  the matching columns of ``attention.output.dense``. With the head's q, k and v
-  rows and biases zero, its attention output is exactly zero, so removing it
-  changes nothing downstream.
+- an MLP neuron is a row of the input projection (and of the gate, when gated) and
+  the matching column of the output projection. Ungated, the activation between them
+  must map 0 to 0 (ReLU, GELU, SiLU do); gated (``act(gate) * up``) a zero ``up`` row
+  is enough;
+- a head is its ``head_size`` rows of each of q, k and v and the matching columns of
+  the output projection. With grouped-query attention one unit is a key/value head and
+  the ``heads / kv_heads`` query heads that read it. With a unit's q, k and v rows and
+  biases zero its attention output is exactly zero, so removing it changes nothing
+  downstream.
 
-The residual stream (hidden size) is left alone: LayerNorm reads all of it.
+The residual stream (hidden size) is left alone: the layer norms read all of it.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .channels import Atoms, ChannelGraph
+from .patterns import Attention, Mlp, attention_blocks, keeps_zero, mlp_blocks
 
 
-def _is_linear(m: object) -> bool:
-    return isinstance(m, nn.Linear)
+def recognised(model: nn.Module) -> bool:
+    """Whether ``model`` has attention blocks :mod:`.patterns` recognises (then it is read by structure)."""
+    return bool(attention_blocks(model))
 
 
-def bert_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, layer)`` of every BERT-style encoder layer inside ``model``."""
-    out = []
-    for name, m in model.named_modules():
-        try:
-            sa, ao = m.attention.self, m.attention.output
-            parts = (sa.query, sa.key, sa.value, ao.dense, m.intermediate.dense, m.output.dense)
-        except AttributeError:
-            continue
-        if all(_is_linear(p) for p in parts) and hasattr(sa, "attention_head_size"):
-            out.append((name, m))
-    return out
+def _heads(g: ChannelGraph, a: Attention) -> None:
+    rep, size = a.heads // a.kv_heads, a.head_size
+    q = g.atoms.new(a.heads * size)
+    k, v = g.atoms.new(a.kv_heads * size), g.atoms.new(a.kv_heads * size)
+    for group in range(a.kv_heads):  # one unit: a key/value head and the query heads that read it
+        root = k[group * size]
+        for atoms, lo, hi in ((q, group * rep * size, (group + 1) * rep * size),
+                              (k, group * size, (group + 1) * size), (v, group * size, (group + 1) * size)):
+            for atom in atoms[lo:hi]:
+                g.atoms.union(root, atom)
+    if a.packed:  # nn.MultiheadAttention: rows of in_proj_weight; replaced by PrunedMultiheadAttention
+        g.rows[a.q] = q + k + v
+        g.attention.add(a.q)
+    elif a.k is None:  # fused projection, rows [q | k | v]
+        g.rows[a.q] = q + k + v
+    else:
+        g.rows[a.q], g.rows[a.k], g.rows[a.v] = q, k, v
+    g.cols[a.out] = q
+    if not a.packed:
+        g.heads[a.holder] = (q, size)
 
 
-def _keeps_zero(layer: nn.Module) -> bool:
-    act = getattr(layer.intermediate, "intermediate_act_fn", None)
-    if act is None:
-        return False
-    with torch.no_grad():
-        return bool(act(torch.zeros(1)).abs().max() == 0)
+def _mlp(g: ChannelGraph, m: Mlp) -> None:
+    gated = len(m.inputs) > 1
+    atoms = g.atoms.new(m.width, frozen=not (gated or keeps_zero(m.activation)))
+    for name in m.inputs:
+        g.rows[name] = atoms
+    g.cols[m.out] = atoms
+    g.via[m.out] = frozenset({type(m.activation).__name__, *(("mul",) if gated else ())})
 
 
 def structural_graph(model: nn.Module) -> ChannelGraph:
-    """Channel graph of the heads and FFN neurons of every BERT-style layer."""
+    """Channel graph of the heads and MLP neurons of every recognised block."""
     g = ChannelGraph(Atoms())
-    for name, layer in bert_layers(model):
-        p = f"{name}." if name else ""
-        ffn = g.atoms.new(layer.intermediate.dense.out_features, frozen=not _keeps_zero(layer))
-        g.rows[f"{p}intermediate.dense"] = ffn
-        g.cols[f"{p}output.dense"] = ffn
-        act = getattr(layer.intermediate, "intermediate_act_fn", None)
-        g.via[f"{p}output.dense"] = frozenset({type(act).__name__})
-        sa = layer.attention.self
-        size = int(sa.attention_head_size)
-        atoms = g.atoms.new(sa.query.out_features)
-        for h in range(0, len(atoms), size):
-            for a in atoms[h + 1 : h + size]:
-                g.atoms.union(atoms[h], a)  # one head, one unit
-        for part in ("query", "key", "value"):
-            g.rows[f"{p}attention.self.{part}"] = atoms
-        g.cols[f"{p}attention.output.dense"] = atoms
-        g.heads[f"{p}attention.self"] = (atoms, size)
+    for a in attention_blocks(model):
+        _heads(g, a)
+    for m in mlp_blocks(model):
+        if m.out not in g.cols and not any(n in g.rows for n in m.inputs):  # not an attention projection
+            _mlp(g, m)
     return g

@@ -8,8 +8,11 @@ on the layer's shape, its sparsity, the batch and the machine. So instead of gue
    when whole channels are zero and the model can be traced) — this is what pays off for
    channel-pruned CNNs;
 2. then each Linear with zeros in its weight: ``dense`` against ``csr`` (CSR weight,
-   ``torch.sparse``), ``compact`` (its all-zero rows/columns dropped) and ``2:4``
-   (``torch.sparse.to_sparse_semi_structured``, CUDA with fp16/bf16 weights only).
+   ``torch.sparse``), ``compact`` (its all-zero rows/columns dropped), ``2:4``
+   (``torch.sparse.to_sparse_semi_structured``, CUDA with fp16/bf16 weights only), and
+   secateurs' own CPU kernels (:mod:`.fast`): ``bitmask`` (kept values + a bitmask, any
+   sparsity) and ``n:m`` (N:M-sparse weights, e.g. 2:4, half the values + 2-bit indices);
+   these two are not offered where the kernels could not be compiled (one warning says so).
 
 A candidate is kept only when it is at least ``min_gain`` faster than dense and its
 outputs match; otherwise the layer stays dense (masks baked in), so the result is never
@@ -32,9 +35,10 @@ from .. import masking
 from ..errors import PruningError
 from ..inputs import as_inputs, call_model, check_same, run_example, same
 from ..surgery.compact import compact
+from .fast import bitmask_linear, nm_linear
 from .kernels import CsrLinear, compact_linear, semi_structured_linear
 
-PATHS = ("dense", "csr", "compact", "2:4")
+PATHS = ("dense", "csr", "compact", "2:4", "bitmask", "n:m")
 """Every path :func:`accelerate` knows, in the order it tries them."""
 
 Timer = Callable[[str, dict[str, Callable[[], object]]], dict[str, float]]
@@ -44,6 +48,8 @@ _BUILDERS: dict[str, Callable[[nn.Linear], nn.Module | None]] = {
     "csr": CsrLinear,
     "compact": compact_linear,
     "2:4": semi_structured_linear,
+    "bitmask": bitmask_linear,
+    "n:m": nm_linear,
 }
 
 
@@ -53,7 +59,7 @@ class LayerChoice:
 
     Attributes:
         name: qualified module name.
-        path: ``"dense"``, ``"csr"``, ``"compact"`` or ``"2:4"``.
+        path: one of :data:`PATHS`.
         density: fraction of the weight's entries that are non-zero.
         input_shape: shape of the input it was timed on (from ``example_inputs``).
         times: seconds per call of every candidate that applied and gave the same outputs.
@@ -106,7 +112,7 @@ class AccelerateResult:
 
 def accelerate(model: nn.Module, example_inputs: Any, *, repeats: int = 10, min_gain: float = 0.1,
                candidates: Sequence[str] = PATHS, timer: Timer | None = None) -> AccelerateResult:
-    """Measure dense, CSR, compacted and 2:4 execution of a pruned model and keep the fastest.
+    """Measure dense, CSR, compacted, 2:4, bitmask and N:M execution of a pruned model and keep the fastest.
 
     Args:
         model: a model, masked (``sc.prune``) or finalized; it is not changed.

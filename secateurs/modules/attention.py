@@ -25,6 +25,10 @@ class PrunedMultiheadAttention(nn.Module):
     weights is applied in training mode, as in ``nn.MultiheadAttention``.
     """
 
+    # torch's Transformer layers take a fused kernel when this is True, and that kernel assumes
+    # embed_dim == num_heads · head_dim; False sends them to their Python path, which calls forward.
+    _qkv_same_embed_dim = False
+
     def __init__(self, embed_dim: int, num_heads: int, head_dim: int, *, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0) -> None:
         super().__init__()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PruningError
-from ..files import atomic_write, write_text
+from ..files import atomic_write, check_writable, write_text
 from ..progress import track
 from ..reports import plots
 from ..reports.html import figure_html, page, table_html
@@ -86,6 +86,7 @@ def compare(recipes: Mapping[str, Recipe], out_dir: str | os.PathLike[str], quie
     for recipe in recipes.values():  # every method's stages, before the first one trains
         runner.check(recipe)
     out = Path(out_dir)
+    check_writable(out)
     results: dict[str, dict[str, Any]] = {}
     dense: Path | None = None
     for name in track(list(recipes), "compare", unit="method", enabled=not quiet):

@@ -29,11 +29,19 @@ STAGE_FIELDS_BEFORE_KINDS: dict[str, Any] = {
 A stage kind now has only its own fields; :func:`key` hashes each stage as that one model dumped it (its
 own fields over these), so rounds saved before stage kinds existed keep their key and are still reused."""
 
+STAGE_FIELDS_ADDED: dict[str, Any] = {"method": "merge"}
+"""Fields added to stage kinds since, with their default: left out of the key while they have it, so older
+recipes keep their key."""
+
 
 def key(recipe: Recipe, stages: int = 0) -> str:
     """A short hash of what produced a run's saved state: the :data:`DENSE_FIELDS` and the first
     ``stages`` pruning stages. Saved files carry it, so a resumed run reuses only its own."""
     spec = recipe.model_dump(include=set(DENSE_FIELDS))
     if stages:
-        spec["prune"] = [{**STAGE_FIELDS_BEFORE_KINDS, **s.model_dump()} for s in recipe.prune[:stages]]
+        spec["prune"] = [{**STAGE_FIELDS_BEFORE_KINDS, **_added_left_out(s.model_dump())} for s in recipe.prune[:stages]]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _added_left_out(dumped: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in dumped.items() if k not in STAGE_FIELDS_ADDED or v != STAGE_FIELDS_ADDED[k]}

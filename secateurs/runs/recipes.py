@@ -63,7 +63,7 @@ class Recipe(Strict):
     model: str = Field(description="zoo model name, or a .safetensors file saved by secateurs")
     model_args: dict[str, Any] = Field(default_factory=dict, description="arguments of the zoo model")
     data: str | None = Field(None, description="zoo dataset; needed to train and to measure accuracy")
-    seed: int = Field(0, description="seeds initialisation and data order")
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds initialisation and data order")
     train: Train = Field(default_factory=Train, description="training before pruning")
     prune: list[Stage] = Field(default_factory=list, description="pruning stages, in order; each is the kind its "
                                                                  "schedule names (secateurs.runs.stages)")
@@ -110,16 +110,66 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def parse(text: str, source: str = "recipe") -> Recipe:
-    """Validate recipe text; raise :class:`RecipeError` naming the key and line."""
+MAX_NODES = 100_000
+"""The most YAML nodes a recipe may hold once its aliases are expanded (real recipes have a few hundred):
+nested aliases (a "billion laughs" file) are refused before anything reads their values."""
+
+MAX_BYTES = 1_000_000
+"""The largest recipe file read."""
+
+MAX_QUOTED = 80
+"""The most characters of a value an error message quotes."""
+
+
+def quoted(value: Any) -> str:
+    """``repr(value)``, cut to :data:`MAX_QUOTED` characters: an error line stays one short line."""
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTED else text[: MAX_QUOTED - 3] + "..."
+
+
+def _expanded(root: yaml.Node | None) -> int:
+    """Nodes under ``root`` with every alias expanded, counted without expanding them (each node once)."""
+    sizes: dict[int, int] = {}
+    order, stack = [], [root] if root is not None else []
+    while stack:  # iterative post-order: deep nesting cannot exhaust Python's stack
+        node = stack.pop()
+        if id(node) in sizes:
+            continue
+        sizes[id(node)] = 0
+        order.append(node)
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    for node in reversed(order):
+        children = ([p for pair in node.value for p in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        sizes[id(node)] = min(1 + sum(sizes[id(c)] for c in children), MAX_NODES + 1)
+    return sizes[id(root)] if root is not None else 0
+
+
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     try:
         root = yaml.compose(text)
-        raw = yaml.safe_load(text)
+        if _expanded(root) > MAX_NODES:
+            raise RecipeError(f"{source}: more than {MAX_NODES:,} values once its aliases are expanded; "
+                              f"a recipe is a short file (nested aliases?)")
+        return root, yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{source}{where}: malformed YAML: {problem}") from None
+        raise RecipeError(f"{source}{where}: malformed YAML: {problem[:MAX_QUOTED]}") from None
+    except RecursionError:
+        raise RecipeError(f"{source}: nested too deeply to be a recipe") from None
+
+
+def parse(text: str, source: str = "recipe") -> Recipe:
+    """Validate recipe text; raise :class:`RecipeError` naming the key and line.
+
+    The expanded size is bounded (:data:`MAX_NODES`) and error lines quote at most
+    :data:`MAX_QUOTED` characters of a value."""
+    root, raw = _compose(text, source)
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe is a YAML mapping with at least 'model:'")
     try:
@@ -128,7 +178,7 @@ def parse(text: str, source: str = "recipe") -> Recipe:
         name, msg, loc = describe(exc)
         line = _line_of(root, loc)
         where = f" line {line}" if line else ""
-        raise RecipeError(f"{source}{where}: {name}: {msg}") from None
+        raise RecipeError(f"{source}{where}: {name[:MAX_QUOTED]}: {msg[:300]}") from None
 
 
 def describe(exc: ValidationError, skip: int = 0) -> tuple[str, str, tuple[Any, ...]]:
@@ -152,10 +202,10 @@ def describe(exc: ValidationError, skip: int = 0) -> tuple[str, str, tuple[Any, 
     if err["type"] == "union_tag_invalid":
         return name, f"unknown schedule {err['ctx']['tag']!r}; allowed: {', '.join(stages.schedules())}", loc
     if err["type"] == "union_tag_not_found":
-        return name, f"a stage is a mapping such as {{sparsity: 0.9}}, got {err.get('input')!r}", loc
+        return name, f"a stage is a mapping such as {{sparsity: 0.9}}, got {quoted(err.get('input'))}", loc
     msg = err["msg"].removeprefix("Value error, ")
     if not err["type"].startswith("value_error") and err["type"] != "missing":
-        msg += f", got {err.get('input')!r}"
+        msg += f", got {quoted(err.get('input'))}"
     return name, msg, loc
 
 
@@ -179,7 +229,17 @@ def load(path: str | Path) -> Recipe:
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"no such recipe file: {str(path)!r}")
-    return parse(p.read_text(), source=str(path))
+    if p.stat().st_size > MAX_BYTES:
+        raise RecipeError(f"{str(path)!r} has {p.stat().st_size:,} bytes; a recipe is a short YAML file "
+                          f"(at most {MAX_BYTES:,})")
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"{str(path)!r} is not a text file (a recipe is YAML in UTF-8)") from None
+    if "\x00" in text:
+        raise RecipeError(f"{str(path)!r} is not a text file (it holds NUL bytes; a recipe is YAML)")
+    return parse(text, source=str(path))
 
 
 DEMO = """\

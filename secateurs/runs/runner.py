@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from .. import masking, progress, storage, zoo
 from ..analysis.latency import latency_ms
 from ..analysis.summary import summary
 from ..errors import PruningError
-from ..files import write_text
+from ..files import check_writable, write_text
 from ..inference import accelerate
+from ..inputs import run_example
 from ..reports import plots, write_reports
 from ..surgery.compact import compact
 from ..training import distributed
@@ -37,16 +39,26 @@ def build_model(recipe: Recipe) -> nn.Module:
             raise PruningError("model_args applies to zoo models, not to a saved file")
         return storage.load(recipe.model)
     if recipe.data is not None and recipe.model in zoo.models():
-        args = dict(recipe.model_args)
         ds = zoo.dataset(recipe.data)
-        if recipe.model == "lenet-5":
-            args.setdefault("in_channels", ds.input_shape[0])
-            args.setdefault("image_size", ds.input_shape[-1])
-        else:
-            args.setdefault("in_features", ds.in_features)
-        args.setdefault("num_classes", ds.num_classes)
+        args = {**zoo.for_data(recipe.model, ds.input_shape, ds.num_classes), **recipe.model_args}
         return zoo.model(recipe.model, **args)
     return zoo.model(recipe.model, **recipe.model_args)
+
+
+def fits(model: nn.Module, inputs: tuple[Any, ...], what: str) -> None:
+    """Run ``model`` once on ``inputs``; raise :class:`PruningError` naming ``what`` when they do not fit.
+
+    Raises:
+        PruningError: one line: ``what``, the inputs' shape and the first line of the model's complaint.
+    """
+    try:
+        with torch.no_grad():
+            run_example(model, inputs)
+    except PruningError as exc:
+        shapes = [tuple(t.shape) for t in inputs if isinstance(t, Tensor)]
+        reason = str(exc).removeprefix("example_inputs: the model fails on them ").splitlines()[0][:200]
+        raise PruningError(f"{what} (inputs of shape {', '.join(map(str, shapes))}) do not fit the model: "
+                           f"{reason}") from None
 
 
 def _weights(model: nn.Module) -> dict[str, Tensor]:
@@ -100,6 +112,13 @@ def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     model = build_model(recipe)
     _check_stages(recipe, model)
+    if recipe.data is not None:  # a file's model and a data set of another shape: bad input, before any work
+        fits(model, (zoo.dataset(recipe.data).test.tensors[0][:1],), f"data {recipe.data!r}")
+    if distributed.is_main():
+        check_writable(out)  # an unusable output folder is bad input, found before any training
+    if not quiet and recipe.prune and not recipe.train.epochs and not Path(recipe.model).is_file():
+        print(f"secateurs: note: {recipe.model} is not trained (no train: epochs); its random weights are pruned",
+              file=sys.stderr)
     distributed.broadcast_masks(model)  # seeded alike on every rank; rank 0's, to be certain
     init_state = snapshot(model)  # the weights before training, for lottery-ticket rewinding
     init_w = _weights(model) if recipe.report and recipe.train.epochs else None  # for the report's plots

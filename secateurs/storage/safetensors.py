@@ -17,6 +17,9 @@ Nothing is pickled; loading never runs code from the file.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import itertools
 import json
 import os
 from pathlib import Path
@@ -42,6 +45,7 @@ MASK_SUFFIX = ".mask"
 def plain_state(model: nn.Module) -> dict[str, Tensor]:
     """``state_dict`` with masked weights under their plain names, masks beside them."""
     out: dict[str, Tensor] = {}
+    masking.adopt_torch_pruning(model)  # torch.nn.utils.prune's weight_orig / weight_mask become ours
     with torch.no_grad():
         for key, value in model.state_dict().items():
             if masking.split_key(key)[1] is None:
@@ -84,24 +88,62 @@ def save(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
-def read(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and header of a secateurs file.
-
-    Raises:
-        PruningError: when the file is missing or is not a secateurs save.
-    """
+def _inspect(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """Header and stored tensor shapes of a secateurs file, read without loading any tensor."""
     if not Path(path).is_file():
         raise PruningError(f"no such file: {str(path)!r}")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for a bad header
-        raise PruningError(f"{str(path)!r} is not a safetensors file: {exc}") from None
+        raise PruningError(f"{str(path)!r} is not a safetensors file: {str(exc)[:200]}") from None
     if header.get("format") != FORMAT:
         raise PruningError(f"{str(path)!r} is not a secateurs save (its header has no format=secateurs)")
+    return header, stored
+
+
+def _field(header: dict[str, str], name: str, path: Any, kind: type, default: Any) -> Any:
+    """The header's JSON field ``name`` parsed, or ``default`` when absent."""
+    if name not in header:
+        return default
     try:
-        for name, meta in json.loads(header.get("sparse", "{}")).items():  # format 2: back to dense + mask
+        value = json.loads(header[name])
+    except ValueError as exc:
+        raise PruningError(f"{str(path)!r}: header field {name!r} is not valid JSON ({exc})") from None
+    if not isinstance(value, kind):
+        raise PruningError(f"{str(path)!r}: header field {name!r} must be a JSON {kind.__name__}, "
+                           f"got {str(value)[:60]!r}")
+    return value
+
+
+def _declared(header: dict[str, str], stored: dict[str, tuple[int, ...]], path: Any) -> dict[str, tuple[int, ...]]:
+    """Shapes of the tensors the file holds once decoded (masked weights dense, masks beside them),
+    each sparse entry's sizes checked against the stored tensors first."""
+    out = dict(stored)
+    try:
+        for name, meta in _field(header, "sparse", path, dict, {}).items():
+            out[name] = out[name + MASK_SUFFIX] = sparse_format.check(name, stored, meta)
+            for part in ("values", "bits", "crow", "col"):
+                out.pop(f"{name}.{part}", None)
+    except sparse_format.DamagedError as exc:
+        raise PruningError(f"{str(path)!r}: header field 'sparse' is damaged: {exc}") from None
+    return out
+
+
+def read(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and header of a secateurs file; sparse entries are checked against the stored
+    tensors before they are decoded (memory stays a constant times the file's tensors).
+
+    Raises:
+        PruningError: when the file is missing, is not a secateurs save or is damaged.
+    """
+    header, stored = _inspect(path)
+    _declared(header, stored, path)
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        for name, meta in _field(header, "sparse", path, dict, {}).items():  # format 2: back to dense + mask
             tensors[name], tensors[name + MASK_SUFFIX] = sparse_format.decode(name, tensors, meta)
     except (KeyError, ValueError, RuntimeError, IndexError) as exc:
         raise PruningError(f"{str(path)!r}: its sparse tensors are damaged ({type(exc).__name__}: {exc})") from None
@@ -110,6 +152,10 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str
 
 def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Module:
     """Load weights and masks from ``path`` into ``model`` (a fresh instance is fine).
+
+    Everything is checked before anything is allocated or changed: the header's sizes against the
+    stored tensors, then the architecture and the surgery on a ``meta`` copy of the model (no memory)
+    against the file's shapes. A failed load leaves ``model`` exactly as it was.
 
     Args:
         path: a file written by :func:`save`.
@@ -120,17 +166,28 @@ def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Mod
         The model, with the saved weights and the saved masks attached.
 
     Raises:
-        PruningError: a missing or foreign file, or a model whose parameters do not
+        PruningError: a missing, foreign or damaged file, or a model whose parameters do not
             match the file (names and shapes are checked before anything changes).
     """
+    header, stored = _inspect(path)
+    declared = _declared(header, stored, path)
+    surgery = _field(header, "surgery", path, list, None)
+    skeleton = _meta_copy(model) if model is not None else _build_from_header(header, path, meta=True)
+    if surgery and not getattr(skeleton, SURGERY_ATTR, None):
+        with torch.device("meta"):
+            replay(skeleton, surgery)
+    _check_matches(skeleton, declared, path, "the model" if model is not None else
+                   "the model its header field 'architecture' describes")
     tensors, header = read(path)
     if model is None:
         model = _build_from_header(header, path)
-    if "surgery" in header and not getattr(model, SURGERY_ATTR, None):
-        replay(model, json.loads(header["surgery"]))  # a fresh instance: shrink it the same way first
+    if surgery and not getattr(model, SURGERY_ATTR, None):
+        replay(model, surgery)  # a fresh instance: shrink it the same way first (checked on the skeleton)
     masks_ = {k[: -len(MASK_SUFFIX)]: v for k, v in tensors.items() if k.endswith(MASK_SUFFIX)}
     values = {k: v for k, v in tensors.items() if not k.endswith(MASK_SUFFIX)}
-    _check_matches(model, values, masks_, path)
+    for k, m in masks_.items():
+        if m.dtype != torch.bool:
+            raise PruningError(f"{str(path)!r}: mask for {k} is {m.dtype}, not bool")
     masking.restore(model)
     for name, mask in masks_.items():
         module_name, _, tensor_name = name.rpartition(".")
@@ -143,27 +200,45 @@ def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Mod
         else:
             state[key] = value
     model.load_state_dict(state, strict=True)
+    masking.tie(model)  # tied weights (a head and its embedding) share one mask again
     return model
 
 
-def _check_matches(model: nn.Module, values: dict[str, Tensor], masks_: dict[str, Tensor], path: Any) -> None:
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the ``meta`` device (no memory)."""
+    memo: dict[int, Any] = {}
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        empty = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(empty, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else empty
+    return copy.deepcopy(model, memo)
+
+
+def _check_matches(model: nn.Module, got: dict[str, tuple[int, ...]], path: Any, what: str) -> None:
     expected = {k: tuple(v.shape) for k, v in plain_state(model).items() if not k.endswith(MASK_SUFFIX)}
-    got = {k: tuple(v.shape) for k, v in values.items()}
-    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    values = {k: v for k, v in got.items() if not k.endswith(MASK_SUFFIX)}
+    missing, unexpected = sorted(set(expected) - set(values)), sorted(set(values) - set(expected))
     if missing or unexpected:
         raise PruningError(
-            f"{str(path)!r} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{str(path)!r} does not match {what}: missing {missing[:5]}, unexpected {[u[:60] for u in unexpected[:5]]}"
         )
-    for k, shape in got.items():
+    for k, shape in values.items():
         if expected[k] != shape:
-            raise PruningError(f"{str(path)!r}: {k} has shape {shape}, the model has {expected[k]}")
-    for k, m in masks_.items():
-        if k not in got or tuple(m.shape) != got[k] or m.dtype != torch.bool:
-            raise PruningError(f"{str(path)!r}: mask for {k} does not match its weight")
+            raise PruningError(f"{str(path)!r}: {k} has shape {shape}, {what} has {expected[k]}")
+    for k, shape in got.items():
+        if k.endswith(MASK_SUFFIX) and values.get(k[: -len(MASK_SUFFIX)]) != shape:
+            raise PruningError(f"{str(path)!r}: mask for {k[: -len(MASK_SUFFIX)][:60]} does not match its weight")
 
 
-def _build_from_header(header: dict[str, str], path: Any) -> nn.Module:
+def _build_from_header(header: dict[str, str], path: Any, meta: bool = False) -> nn.Module:
+    """The zoo model the header's ``architecture`` names (on the ``meta`` device with ``meta=True``)."""
     if "architecture" not in header:
         raise PruningError(f"{str(path)!r} does not record its architecture; pass model= to load it into")
-    arch = json.loads(header["architecture"])
-    return zoo.model(arch["name"], **arch.get("kwargs", {}))
+    arch = _field(header, "architecture", path, dict, None)
+    name, kwargs = arch.get("name"), arch.get("kwargs", {})
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        raise PruningError(f"{str(path)!r}: header field 'architecture' needs a name and a kwargs mapping")
+    try:
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return zoo.model(name, **kwargs)
+    except PruningError as exc:
+        raise PruningError(f"{str(path)!r}: header field 'architecture': {exc}") from None

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from .. import masking
 from ..graph import NORMS, ChannelGraph, analyse
+from ..graph.patterns import SCALED
 from ..inputs import as_inputs, call_model, check_same, evaluating, first_tensor
 from ..modules.attention import row_tensors
 from .records import apply, record
@@ -33,7 +34,7 @@ TOLERANCE = 1e-4
 
 def _zero_rows(module: nn.Module) -> Tensor:
     weight_name, bias_name = row_tensors(module)
-    w = getattr(module, weight_name).detach()
+    w = masking.as_rows(module, getattr(module, weight_name).detach(), weight_name)
     dead = ~w.reshape(w.shape[0], -1).any(dim=1)
     bias = getattr(module, bias_name, None)
     if bias is not None:
@@ -94,10 +95,13 @@ def plan(model: nn.Module, g: ChannelGraph) -> dict[str, dict[str, Any]]:
             keep = [i for i, a in enumerate(atoms) if g.atoms.find(a) not in dead]
             if len(keep) < len(atoms):
                 out.setdefault(name, {})[kind] = keep
-    for name, (atoms, size) in g.heads.items():
-        kept = sum(g.atoms.find(a) not in dead for a in atoms) // size
-        if kept * size < len(atoms):
-            out.setdefault(name, {})["attrs"] = {"num_attention_heads": kept, "all_head_size": kept * size}
+    for name, (atoms, size) in g.heads.items():  # head counts the module reads in forward
+        kept = sum(g.atoms.find(a) not in dead for a in atoms)
+        if kept < len(atoms):
+            holder = model.get_submodule(name)
+            attrs = {a: getattr(holder, a) * kept // len(atoms) for a in SCALED
+                     if isinstance(getattr(holder, a, None), int) and not isinstance(getattr(holder, a), bool)}
+            out.setdefault(name, {})["attrs"] = attrs
     return out
 
 

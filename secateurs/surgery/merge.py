@@ -41,13 +41,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import masking, zoo
+from .. import masking
+from ..allocation import one_thread
 from ..errors import PruningError
 from ..graph import ChannelGraph, analyse
-from ..inputs import as_inputs
 from ..layers import assign
 from ..progress import track
+from . import batchnorm
 from .records import apply, record
+from .tracing import trace_inputs
 
 HOMOGENEOUS = {"ReLU", "relu", "relu_", "LeakyReLU", "leaky_relu", "Dropout", "dropout", "Identity", "flatten",
                "MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "avg_pool2d"}
@@ -84,14 +86,15 @@ class MergeResult:
         return "\n".join(["layer                    neurons", *rows])
 
 
-def pairs(g: ChannelGraph, model: nn.Module) -> list[tuple[str, str]]:
+def pairs(g: ChannelGraph, model: nn.Module, folded: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """``(layer, reader)`` pairs whose neurons can be merged: each neuron is read by one layer only,
-    through elementwise ops, with no norm, residual tie or output in between."""
+    through elementwise ops, with no norm (but the BatchNorms ``folded`` into their layer), residual
+    tie or output in between."""
     readers: dict[int, set[str]] = {}
     for name, atoms in g.cols.items():
         for a in atoms:
             readers.setdefault(g.atoms.find(a), set()).add(name)
-    normed = {g.atoms.find(a) for atoms in g.norms.values() for a in atoms}
+    normed = {g.atoms.find(a) for name, atoms in g.norms.items() if name not in folded for a in atoms}
     units = g.units()
     out = []
     for name, atoms in g.rows.items():
@@ -109,10 +112,13 @@ def pairs(g: ChannelGraph, model: nn.Module) -> list[tuple[str, str]]:
     return out
 
 
-def _incoming(module: nn.Module) -> Tensor:
-    """Each neuron's incoming weights with its bias as one more weight: (n, fan_in + 1)."""
+def _incoming(module: nn.Module, norm: nn.Module | None = None) -> Tensor:
+    """Each neuron's incoming weights with its bias as one more weight: (n, fan_in + 1); the bias
+    includes the shift of a BatchNorm folded into the layer (``norm``)."""
     w = module.weight.detach().reshape(module.weight.shape[0], -1).double()
     b = module.bias.detach().double() if module.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+    if norm is not None:
+        b = b + norm.bias.detach().double()
     return torch.cat([w, b[:, None]], dim=1)
 
 
@@ -151,8 +157,16 @@ def greedy(w: Tensor, a2: Tensor, steps: int, scaled: bool = False,
     best, partner = dist.min(dim=0)  # for each source column j: nearest target row i
     out_w = None if outgoing is None else outgoing.clone()
     a2 = a2.clone()
-    merges = []
-    for _ in range(min(steps, n - 1)):
+    merges: list[tuple[int, int, float, float]] = []
+    with one_thread():  # thousands of vector-sized ops: no thread barrier to wait at on a busy machine
+        _greedy_steps(min(steps, n - 1), dist, alpha, alive, best, partner, out_w, a2, merges)
+    return merges
+
+
+def _greedy_steps(steps: int, dist: Tensor, alpha: Tensor | None, alive: Tensor, best: Tensor, partner: Tensor,
+                  out_w: Tensor | None, a2: Tensor, merges: list[tuple[int, int, float, float]]) -> None:
+    """The merge loop of :func:`greedy`, appending to ``merges`` (the tensors are updated in place)."""
+    for _ in range(steps):
         sal = torch.where(alive, a2 * best, torch.full_like(best, math.inf))
         j = int(sal.argmin())
         i = int(partner[j])
@@ -168,7 +182,6 @@ def greedy(w: Tensor, a2: Tensor, steps: int, scaled: bool = False,
         if bool(stale.any()):
             cols = stale.nonzero().squeeze(1)
             best[cols], partner[cols] = dist[:, cols].min(dim=0)
-    return merges
 
 
 def knee(saliency: Sequence[float]) -> int:
@@ -217,7 +230,9 @@ def merge_neurons(
             leave them alone; the last matching pattern wins.
         scaled: also merge neurons whose weights are positive multiples of each other
             (only where the activation is ReLU-like).
-        example_inputs: inputs to trace the model with; zoo models need none.
+        example_inputs: inputs to trace the model with; zoo models and ``nn.Sequential`` MLPs need
+            none (zeros of the shape they read are traced instead). A BatchNorm after a merged
+            layer is folded into it for the merge and put back after, so BN networks merge too.
 
     Returns:
         A :class:`MergeResult`: ``.model`` (a new, smaller model whose layers are of the same
@@ -239,29 +254,43 @@ def merge_neurons(
     _check_amount(amount, "amount")
     inputs = _inputs(model, example_inputs)
     new = masking.finalize(copy.deepcopy(model))
+    folded = batchnorm.fold(new, batchnorm.pairs(new, inputs))  # BN into its conv: rows + shifts
+    norm_of = {f.producer: bn for bn, f in folded.items()}
     g = analyse(new, inputs)
-    found = pairs(g, new)
+    found = pairs(g, new, frozenset(folded))
     if not found:
         raise PruningError("no mergeable layer pair (Linear or conv -> elementwise activation -> Linear or conv)")
     chosen = _choose(found, layers, amount)
+    _check_finite(new, {n for pair in chosen for n in pair})
     step: dict[str, dict[str, Any]] = {}
     records = []
     for name, reader in track(chosen, "merge", unit="layer"):  # in graph order; each pair sees the layers already merged before it
-        rec = _merge_pair(new, g, name, reader, chosen[(name, reader)], scaled)
+        rec = _merge_pair(new, g, name, reader, chosen[(name, reader)], scaled, norm_of.get(name))
         records.append(rec)
         removed = {j for _, j, _, _ in rec.merges}
         keep_rows = [i for i in range(rec.before) if i not in removed]
         cols = _columns(g, name, reader)
         change = {name: {"rows": keep_rows}, reader: {"cols": sorted(c for i in keep_rows for c in cols[i])}}
+        if name in norm_of:
+            change[norm_of[name]] = {"norm": keep_rows}
         apply(new, change)
         for module, entry in change.items():
             step.setdefault(module, {}).update(entry)
     record(new, step)
+    batchnorm.unfold(new, folded, {bn: step.get(bn, {}).get("norm") for bn in folded})
     return MergeResult(new, records)
 
 
+def _check_finite(model: nn.Module, names: set[str]) -> None:
+    """Refuse NaN or infinite weights, as :func:`secateurs.prune` does (they would merge into every neuron)."""
+    for name in sorted(names):
+        for pname, p in model.get_submodule(name).named_parameters(recurse=False):
+            if not bool(torch.isfinite(p).all()):
+                raise PruningError(f"{name}.{pname} has NaN or infinite values; fix the weights before merging")
+
+
 def _merge_pair(model: nn.Module, g: ChannelGraph, name: str, reader: str, amount: float | str,
-                scaled: bool) -> LayerMerge:
+                scaled: bool, norm: str | None = None) -> LayerMerge:
     layer, read = model.get_submodule(name), model.get_submodule(reader)
     if scaled and not g.via.get(reader, frozenset()) <= HOMOGENEOUS:
         ops = ", ".join(sorted(g.via.get(reader, frozenset()) - HOMOGENEOUS))
@@ -269,7 +298,7 @@ def _merge_pair(model: nn.Module, g: ChannelGraph, name: str, reader: str, amoun
     cols = _columns(g, name, reader)
     rw = read.weight.detach().double()
     outgoing = torch.stack([rw[:, c].reshape(-1) for c in cols])  # (n, out · block)
-    w = _incoming(layer)
+    w = _incoming(layer, model.get_submodule(norm) if norm else None)
     n = w.shape[0]
     steps = n - 1 if amount == "auto" else int(math.floor(float(amount) * n + 0.5))
     merges = greedy(w, outgoing.pow(2).mean(dim=1), steps, scaled, outgoing)
@@ -292,12 +321,7 @@ def _check_amount(amount: object, what: str) -> object:
 
 
 def _inputs(model: nn.Module, example_inputs: Any) -> tuple[Any, ...]:
-    if example_inputs is not None:
-        return as_inputs(example_inputs)
-    found = zoo.example_inputs(model)
-    if found is None:
-        raise PruningError("merge_neurons needs example_inputs= to trace this model (zoo models need none)")
-    return found
+    return trace_inputs(model, example_inputs, "merge_neurons")
 
 
 def _choose(found: list[tuple[str, str]], layers: Mapping[str, Any] | None,

@@ -21,9 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import masking
+from ..errors import PruningError
+from ..graph.patterns import SCALED
 from ..modules.attention import PrunedMultiheadAttention
 from ..progress import track
-from .gates import wrap_convs
+from .gates import RuntimeGate, wrap_convs
 
 SURGERY_ATTR = "secateurs_surgery"
 """The model attribute that holds its surgery record (a list of steps)."""
@@ -59,27 +62,109 @@ def shrink(module: nn.Module, change: dict[str, Any]) -> None:
         for name in ("weight", "bias", "running_mean", "running_var"):
             _set(module, name, _take(getattr(module, name, None), 0, idx))
         module.num_features = len(idx)
+    flip = int(masking.transposed(module))  # Conv1D stores (in, out): its rows are dim 1
     if "rows" in change:
         idx = change["rows"]
-        _set(module, "weight", _take(module.weight, 0, idx))
+        _set(module, "weight", _take(module.weight, flip, idx))
         _set(module, "bias", _take(getattr(module, "bias", None), 0, idx))
-        if isinstance(module, nn.Linear):
+        if flip:
+            module.nf = len(idx)
+        elif isinstance(module, nn.Linear):
             module.out_features = len(idx)
         else:
+            if module.groups > 1 and module.groups == module.in_channels:  # depthwise: inputs are the same channels
+                module.in_channels = module.groups = len(idx) // (module.out_channels // module.groups)
             module.out_channels = len(idx)
-            if module.groups > 1:  # depthwise: its inputs are the same channels
-                module.in_channels = module.groups = len(idx)
     if "cols" in change:
         idx = change["cols"]
-        _set(module, "weight", _take(module.weight, 1, idx))
-        if isinstance(module, nn.Linear):
+        _set(module, "weight", _take(module.weight, 1 - flip, idx))
+        if flip:
+            module.nx = len(idx)
+        elif isinstance(module, nn.Linear):
             module.in_features = len(idx)
         else:
-            module.in_channels = len(idx)
+            module.in_channels = len(idx) * module.groups  # a grouped conv loses the same columns in every group
+
+
+ATTRS = set(SCALED)
+"""The only attributes a record may set (the head counts :func:`~secateurs.surgery.compact.plan` lowers on an
+attention module, :data:`secateurs.graph.patterns.SCALED`): anything else in a file (``forward``,
+``__dict__``, ``out_features``) is refused."""
+
+MAX_HIDDEN = 4096
+"""The widest side network a ``runtime`` record may ask for (gates use 16 by default)."""
+
+_KEYS = {"rows", "cols", "norm", "attrs", "heads", "runtime"}
+
+
+def _indices(value: Any, size: int, where: str) -> None:
+    """``value`` must be a non-empty list of distinct ints in ``[0, size)``."""
+    if (not isinstance(value, list) or not value or len(value) > size
+            or not all(type(i) is int and 0 <= i < size for i in value) or len(set(value)) != len(value)):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise PruningError(f"surgery record {where}: expected distinct indices in [0, {size}), got {shown}")
+
+
+def _check_change(model: nn.Module, name: str, change: Any) -> None:
+    """Raise :class:`PruningError` unless ``change`` is one module's entry as :func:`plan` / gates write it."""
+    where = f"entry {name!r}"
+    if not isinstance(change, dict) or not change or not set(change) <= _KEYS:
+        raise PruningError(f"surgery record {where}: expected a mapping with keys among {sorted(_KEYS)}, "
+                           f"got {str(change)[:60]!r}")
+    try:
+        module = model.get_submodule(name)
+    except (AttributeError, TypeError):
+        raise PruningError(f"surgery record names {name[:60]!r}, which the model does not have") from None
+    weight = getattr(module, "weight", None)
+    layer = isinstance(module, masking.PRUNABLE_TYPES) or masking.transposed(module)
+    for kind, dim in (("rows", 0), ("cols", 1)):
+        if kind in change:
+            if not layer:
+                raise PruningError(f"surgery record {where}: {kind} applies to a Linear, conv or Conv1D layer, "
+                                   f"not {type(module).__name__}")
+            _indices(change[kind], masking.as_rows(module, weight).shape[dim], f"{where} {kind}")
+    if "norm" in change:
+        if not isinstance(getattr(module, "num_features", None), int):
+            raise PruningError(f"surgery record {where}: norm applies to a norm layer, not {type(module).__name__}")
+        _indices(change["norm"], module.num_features, f"{where} norm")
+    attrs = change.get("attrs", {})
+    if not isinstance(attrs, dict) or not set(attrs) <= ATTRS or not all(
+            hasattr(module, a) and type(v) is int and 0 < v <= getattr(module, a) for a, v in attrs.items()):
+        raise PruningError(f"surgery record {where}: attrs may only lower {sorted(ATTRS)} on a module that has "
+                           f"them, got {str(attrs)[:60]!r}")
+    if "heads" in change:
+        if not isinstance(module, (nn.MultiheadAttention, PrunedMultiheadAttention)):
+            raise PruningError(f"surgery record {where}: heads apply to attention, not {type(module).__name__}")
+        _indices(change["heads"], module.num_heads, f"{where} heads")
+    if "runtime" in change:
+        _check_runtime(module, change["runtime"], where)
+
+
+def _check_runtime(module: nn.Module, value: Any, where: str) -> None:
+    ok = (isinstance(value, dict) and set(value) == {"keep", "hidden"} and type(value["hidden"]) is int
+          and 1 <= value["hidden"] <= MAX_HIDDEN and type(value["keep"]) in (int, float) and 0 < value["keep"] <= 1)
+    if not ok:
+        raise PruningError(f"surgery record {where}: runtime must be {{keep: (0, 1], hidden: 1..{MAX_HIDDEN}}}, "
+                           f"got {str(value)[:60]!r}")
+    if not isinstance(module, nn.Conv2d) or isinstance(module, RuntimeGate):
+        raise PruningError(f"surgery record {where}: runtime gates wrap a Conv2d, not {type(module).__name__}")
+
+
+def check(model: nn.Module, step: Any) -> None:
+    """Raise :class:`PruningError` unless ``step`` is a record step that fits ``model`` as it is now."""
+    if not isinstance(step, dict) or not all(isinstance(k, str) for k in step):
+        raise PruningError(f"surgery record: a step is a mapping of module names, got {str(step)[:60]!r}")
+    for name, change in step.items():
+        _check_change(model, name, change)
 
 
 def apply(model: nn.Module, step: dict[str, dict[str, Any]]) -> None:
-    """Apply one plan to ``model`` in place: replace attention modules, wrap gated convs, shrink the rest."""
+    """Apply one plan to ``model`` in place: replace attention modules, wrap gated convs, shrink the rest.
+
+    Raises:
+        PruningError: a step that does not fit ``model`` (checked before anything changes).
+    """
+    check(model, step)
     for name, change in step.items():
         if "runtime" in change:  # input-dependent channel gating (schedule: runtime)
             wrap_convs(model, change["runtime"]["keep"], layers=[name], hidden=change["runtime"]["hidden"])
@@ -95,7 +180,15 @@ def apply(model: nn.Module, step: dict[str, dict[str, Any]]) -> None:
 
 
 def replay(model: nn.Module, steps: Sequence[dict[str, dict[str, Any]]]) -> nn.Module:
-    """Apply recorded surgery ``steps`` to ``model`` (a fresh instance of the architecture), in place."""
+    """Apply recorded surgery ``steps`` to ``model`` (a fresh instance of the architecture), in place.
+
+    Raises:
+        PruningError: ``steps`` that are not a list of steps fitting the model; a step found wrong
+            after an earlier one was applied leaves the model part-way (replay on a skeleton first:
+            :func:`secateurs.load` does).
+    """
+    if not isinstance(steps, list):
+        raise PruningError(f"surgery record: expected a list of steps, got {str(steps)[:60]!r}")
     for step in steps:
         apply(model, step)
         record(model, step)

@@ -6,7 +6,7 @@ inside installed packages; nothing is downloaded.
 """
 
 from .data import Dataset, dataset, datasets
-from .models import example_inputs, model, models
+from .models import example_inputs, for_data, model, models
 from . import cnn, transformer  # noqa: F401  importing them registers their models (after .models)
 
-__all__ = ["Dataset", "dataset", "datasets", "example_inputs", "model", "models"]
+__all__ = ["Dataset", "dataset", "datasets", "example_inputs", "for_data", "model", "models"]

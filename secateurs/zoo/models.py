@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 import inspect
+import itertools
+import math
+import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -77,6 +80,65 @@ def lenet_5(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -
     ))
 
 
+MAX_INPUT = 2**24
+"""The most entries an example input may have (64 MiB of float32): a larger ``image_size`` is refused."""
+
+
+def memory_limit() -> int:
+    """Bytes a model's parameters and buffers may take: half of this machine's memory."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: a fixed 8 GiB
+        return 8 * 2**30
+
+
+def _shown(kwargs: dict[str, Any]) -> str:
+    text = repr(kwargs)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        return _BUILDERS[name](**kwargs)
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:  # torch's size checks raise these
+        raise PruningError(f"bad arguments for model {name!r}: {' '.join(str(exc).split())[:200]}") from None
+
+
+def _check_size(name: str, kwargs: dict[str, Any]) -> None:
+    """Build the model on the ``meta`` device (no memory) and refuse it when its tensors would not fit."""
+    with torch.device("meta"):
+        probe = _build(name, kwargs)
+    size = sum(t.numel() * t.element_size() for t in itertools.chain(probe.parameters(), probe.buffers()))
+    if size > memory_limit():
+        raise PruningError(f"model {name!r} with {_shown(kwargs)} needs {size / 2**30:.1f} GiB for its weights; "
+                           f"this machine allows {memory_limit() / 2**30:.1f} GiB: choose smaller model_args")
+
+
+def _input_shape(name: str, full: dict[str, Any]) -> list[int]:
+    shape = [int(v) for v in _INPUTS[name](full)]
+    if math.prod(shape) > MAX_INPUT:
+        raise PruningError(f"model {name!r}: an example input of shape {shape} has more than {MAX_INPUT:,} entries; "
+                           f"choose a smaller image_size / in_features")
+    return shape
+
+
+def for_data(name: str, input_shape: Sequence[int], num_classes: int) -> dict[str, int]:
+    """The arguments that fit model ``name`` to a data set of ``input_shape`` (one example) and ``num_classes``:
+    ``in_channels`` and ``image_size`` for image models, ``in_features`` for flat ones."""
+    if name not in _BUILDERS:
+        raise PruningError(f"unknown model {str(name)[:60]!r}; allowed: {', '.join(models())}")
+    takes = inspect.signature(_BUILDERS[name]).parameters
+    fit: dict[str, int] = {"num_classes": int(num_classes)}
+    if "in_features" in takes:
+        fit["in_features"] = math.prod(int(v) for v in input_shape)
+    if "image_size" in takes:
+        if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+            raise PruningError(f"model {name!r} takes square images (channels, side, side); the data set's "
+                               f"examples have shape {tuple(input_shape)}")
+        fit["in_channels"], fit["image_size"] = int(input_shape[0]), int(input_shape[-1])
+    return fit
+
+
 def models() -> list[str]:
     """Names of the bundled models."""
     return sorted(_BUILDERS)
@@ -85,19 +147,29 @@ def models() -> list[str]:
 def model(name: str, **kwargs: Any) -> nn.Module:
     """Build a bundled model by name; it remembers ``name`` and ``kwargs`` for saving.
 
+    The model is first built on the ``meta`` device (no memory): arguments asking for more than
+    :func:`memory_limit` bytes of weights, or an example input of more than :data:`MAX_INPUT` entries,
+    are refused before anything is allocated.
+
     Raises:
-        PruningError: an unknown name or arguments the builder does not take.
+        PruningError: an unknown name, arguments the builder does not take, or a model too large.
     """
     if name not in _BUILDERS:
-        raise PruningError(f"unknown model {name!r}; allowed: {', '.join(models())}")
+        raise PruningError(f"unknown model {str(name)[:60]!r}; allowed: {', '.join(models())}")
     try:
-        net = _BUILDERS[name](**kwargs)
+        bound = inspect.signature(_BUILDERS[name]).bind(**kwargs)
     except TypeError as exc:
         raise PruningError(f"bad arguments for model {name!r}: {exc}") from None
-    bound = inspect.signature(_BUILDERS[name]).bind(**kwargs)
     bound.apply_defaults()
     full = {k: list(v) if isinstance(v, tuple) else v for k, v in bound.arguments.items()}
-    setattr(net, ARCH_ATTR, {"name": name, "kwargs": full, "input_shape": list(_INPUTS[name](full))})
+    for key, value in full.items():
+        ints = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in ints):
+            raise PruningError(f"model {name!r}: {key} must be an integer (or a list of them), got {str(value)[:60]}")
+    _check_size(name, kwargs)  # the builder checks its arguments' ranges, on meta tensors
+    shape = _input_shape(name, full)
+    net = _build(name, kwargs)
+    setattr(net, ARCH_ATTR, {"name": name, "kwargs": full, "input_shape": shape})
     return net
 
 

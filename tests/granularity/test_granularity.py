@@ -210,17 +210,28 @@ def test_nm_ties_prune_the_lower_index_first():
     assert sc.masks(lin)["weight"].tolist() == [[False, False, True, True, False, False, True, True]]
 
 
-def test_nm_input_size_not_a_multiple_names_the_layer_and_leaves_no_masks():
-    net = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4))
-    with pytest.raises(sc.PruningError, match=r"2\.weight.*6 inputs.*M=4"):
-        sc.prune(net, 0.5, granularity="2:4")
+def test_nm_layers_that_cannot_take_the_pattern_are_skipped_with_one_warning_naming_all():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 6, 1), nn.Conv2d(6, 4, 1), nn.Conv2d(4, 4, 1))
+    with pytest.warns(UserWarning) as caught:
+        result = sc.prune(net, 0.5, granularity="2:4")
+    less = [w for w in caught if "less than asked" in str(w.message)]
+    assert len(less) == 1
+    assert "0.weight has 3 inputs" in str(less[0].message) and "2.weight has 6 inputs" in str(less[0].message)
+    assert len(result.notes) == 2 and result.asked == 0.5
+    assert set(sc.masks(net)) == {"1.weight", "3.weight"}
+
+
+def test_nm_strict_lists_every_layer_that_cannot_take_the_pattern_and_leaves_no_masks():
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4))
+    with pytest.raises(sc.PruningError, match=r"strict=True.*0\.weight has 6 inputs.*4\.weight has 6 inputs"):
+        sc.prune(net, 0.5, granularity="2:4", strict=True)
     assert sc.masks(net) == {}
     assert sc.sparsity(net) == 0.0
 
 
-def test_nm_conv_input_channels_not_a_multiple_is_an_error():
+def test_nm_no_layer_fits_is_an_error_naming_them():
     net = nn.Sequential(nn.Conv2d(6, 8, 3))  # 6*3*3 = 54 per filter, but 6 input channels
-    with pytest.raises(sc.PruningError, match=r"0\.weight"):
+    with pytest.raises(sc.PruningError, match=r"no layer can take granularity.*0\.weight"):
         sc.prune(net, 0.5, granularity="2:4")
     assert sc.masks(net) == {}
 

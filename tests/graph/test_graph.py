@@ -101,3 +101,36 @@ def test_a_layer_called_twice_keeps_its_channels():
     assert small.b.in_features == small.b.out_features == 8
     with torch.no_grad():
         assert torch.allclose(small(x), net(x), atol=1e-6)
+
+
+class _ItemAssign(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.lin(x)
+        y[0] = 1  # item assignment on a Proxy: fx cannot trace it
+        return y
+
+
+def test_trace_failure_names_the_innermost_module_its_line_and_the_advice():
+    m = nn.Sequential(nn.Linear(4, 4), nn.Sequential(_ItemAssign()), nn.Linear(4, 2))
+    with pytest.raises(sc.PruningError, match=r"module '1\.0' \(_ItemAssign\) \(in forward at test_graph\.py:\d+\).*"
+                                              r"item assignment.*leaf_modules=\['1\.0'\]"):
+        sc.prune(m, 0.5, granularity="neuron", example_inputs=(torch.randn(2, 4),))
+
+
+def test_trace_failure_in_the_models_own_forward_says_leaf_modules_cannot_help():
+    class Top(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            y = self.lin(x)
+            y[0] = 1
+            return y
+
+    with pytest.raises(sc.PruningError, match=r"cannot trace the model \(in forward.*cannot help"):
+        sc.prune(Top(), 0.5, granularity="neuron", example_inputs=(torch.randn(2, 4),))

@@ -170,3 +170,14 @@ def test_stacked_pairs_see_the_layers_merged_before_them():
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(joint.model(x), step2.model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_merge_refuses_nan_or_infinite_weights_as_prune_does(bad: float) -> None:
+    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))
+    with torch.no_grad():
+        net[0].weight[1, 1] = bad
+    before = net[0].weight.clone()
+    with pytest.raises(sc.PruningError, match="NaN or infinite"):
+        sc.merge_neurons(net, 0.5, example_inputs=(torch.ones(1, 3),))
+    assert torch.equal(net[0].weight.nan_to_num(), before.nan_to_num())

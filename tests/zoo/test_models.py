@@ -206,6 +206,7 @@ def test_prune_half_of_each_model(name: str) -> None:
     assert bool(collapsed) == (name == "mobilenet-v2"), collapsed
     assert sc.sparsity(net) == pytest.approx(0.5, abs=1e-3)
     expected = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    expected |= {f"{n}.in_proj_weight" for n, m in net.named_modules() if isinstance(m, nn.MultiheadAttention)}
     assert set(sc.masks(net)) == expected
     out = net(x)
     assert out.shape == (1, 10) and torch.isfinite(out).all()

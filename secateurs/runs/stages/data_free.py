@@ -1,4 +1,5 @@
-"""``data-free``: merge redundant neurons with no data (:func:`secateurs.merge_neurons`)."""
+"""``data-free``: merge redundant neurons (:func:`secateurs.merge_neurons`) or fold clusters of channels
+(:func:`secateurs.fold`), with no data."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from ...surgery.fold import fold
 from ...surgery.merge import merge_neurons
 from .base import ONESHOT, StageBase, register
 
@@ -19,11 +21,13 @@ DATA_FREE = "data-free"
 
 @register
 class DataFree(StageBase):
-    """Merge redundant neurons (Srinivas & Babu 2015), no data needed; use --amount, not --sparsity.
+    """Merge redundant neurons or fold clusters of channels, no data needed; use --amount, not --sparsity.
 
-    Selected by ``criterion: data-free`` (with no schedule, or ``schedule: oneshot``). Each merged neuron's
-    outgoing weights are added to its most similar kept neuron's, so the layers shrink (the model is
-    replaced) and accuracy holds without data. The stage's row is ``"merge <i>: data-free, amount <a>"``.
+    Selected by ``criterion: data-free`` (with no schedule, or ``schedule: oneshot``). ``method: merge``
+    (the default): each merged neuron's outgoing weights are added to its most similar kept neuron's
+    (Srinivas & Babu 2015). ``method: fold``: k-means clusters of coupled channels are folded into one,
+    with the BatchNorm statistics repaired (:func:`secateurs.fold`). Either way the layers shrink (the
+    model is replaced). The stage's row is ``"merge <i>: data-free, amount <a>"`` (``fold <i>: ...``).
     """
 
     name: ClassVar[str] = DATA_FREE
@@ -38,6 +42,9 @@ class DataFree(StageBase):
         None, description="fraction of each layer's neurons merged, in [0, 1), or auto (the knee of the "
                           "saliency curve)")
     scaled: bool = Field(False, description="also merge positive multiples (ReLU-like layers)")
+    method: Literal["merge", "fold"] = Field(
+        "merge", description="merge: pairwise neuron merging (Srinivas & Babu); fold: k-means clusters of "
+                             "coupled channels folded into one, BatchNorm statistics repaired (sc.fold)")
 
     @field_validator("amount", mode="before")
     @classmethod
@@ -60,12 +67,17 @@ class DataFree(StageBase):
     def _needs_amount(self) -> DataFree:
         if self.amount is None:
             raise ValueError("criterion data-free needs amount: a fraction in [0, 1) or auto")
+        if self.method == "fold" and (self.scaled or self.layers):
+            raise ValueError("method fold takes neither scaled nor layers (it folds every coupled group)")
         return self
 
     def check(self, model: nn.Module) -> None:
         """Nothing before the run: merging checks its layer patterns when it runs (it shrinks layers)."""
 
     def run(self, ctx: StageContext) -> tuple[nn.Module, list[Row]]:
+        if self.method == "fold":
+            folded = fold(ctx.model, self.amount, example_inputs=ctx.example).model
+            return folded, [ctx.done(folded, f"fold {ctx.index}: data-free, amount {self.amount}")]
         merged = merge_neurons(ctx.model, self.amount, layers=self.layers or None, scaled=self.scaled,
                                example_inputs=ctx.example)
         label = f"merge {ctx.index}: data-free, amount {self.amount}" + (", scaled" if self.scaled else "")
