@@ -8,21 +8,11 @@ import secateurs as sc
 from secateurs import zoo
 from secateurs.surgery import batchnorm
 
-
-def _random_stats(net: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g))
-    return net.eval()
+from .helpers import random_bn_stats
 
 
 def test_fold_then_unfold_keeps_outputs_and_statistics():
-    net = _random_stats(nn.Sequential(nn.Conv2d(2, 3, 3, bias=True), nn.BatchNorm2d(3), nn.ReLU()))
+    net = random_bn_stats(nn.Sequential(nn.Conv2d(2, 3, 3, bias=True), nn.BatchNorm2d(3), nn.ReLU()))
     x = torch.randn(2, 2, 5, 5)
     before, stats = net(x), net[1].running_var.clone()
     found = batchnorm.pairs(net, (x,))
@@ -48,7 +38,7 @@ def test_bn_after_an_add_is_not_folded():
 
 @pytest.mark.parametrize("name", ["resnet-20", "vgg"])
 def test_merge_works_on_bn_networks_and_round_trips(name, tmp_path):
-    net = _random_stats(zoo.model(name, in_channels=1, image_size=16, num_classes=3))
+    net = random_bn_stats(zoo.model(name, in_channels=1, image_size=16, num_classes=3))
     x = torch.randn(2, 1, 16, 16)
     same = sc.merge_neurons(net, 0.0)
     assert same.layers and torch.allclose(same.model.eval()(x), net(x), atol=1e-4)

@@ -10,17 +10,7 @@ import secateurs as sc
 from secateurs import zoo
 from secateurs.surgery.batchnorm import Folded, repair_stats
 
-
-def _bn_stats(net: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g))
-    return net.eval()
+from .helpers import random_bn_stats
 
 
 class Residual(nn.Module):
@@ -41,7 +31,7 @@ class Residual(nn.Module):
 def _duplicated_residual() -> Residual:
     """Channels 0 and 1 identical in every producing layer (and their BatchNorms), read alike."""
     torch.manual_seed(0)
-    net = _bn_stats(Residual())
+    net = random_bn_stats(Residual(), seed=1)
     with torch.no_grad():
         for conv, bn in ((net.stem, net.bn0), (net.conv, net.bn1)):
             conv.weight[1] = conv.weight[0]
@@ -65,9 +55,9 @@ def test_identical_residual_channels_fold_together_exactly():
 
 def test_fold_shrinks_zoo_bn_networks_and_save_load_replays(tmp_path):
     for name in ("resnet-20", "vgg", "mobilenet-v2"):
-        net = _bn_stats(zoo.model(name, in_channels=1, image_size=16, num_classes=3, width=8)
+        net = random_bn_stats(zoo.model(name, in_channels=1, image_size=16, num_classes=3, width=8)
                         if name != "vgg" else zoo.model(name, in_channels=1, image_size=16, num_classes=3,
-                                                        widths=[8, 16]))
+                                                        widths=[8, 16]), seed=1)
         x = torch.randn(2, 1, 16, 16)
         same = sc.fold(net, 0.0)
         assert torch.allclose(same.model.eval()(x), net(x), atol=1e-4)
@@ -145,7 +135,7 @@ def test_bad_amount_and_no_foldable_group_are_one_clear_error():
 
 
 def test_no_data_anywhere(monkeypatch):
-    net = _bn_stats(zoo.model("resnet-20", in_channels=1, image_size=16, num_classes=3, width=8))
+    net = random_bn_stats(zoo.model("resnet-20", in_channels=1, image_size=16, num_classes=3, width=8), seed=1)
     mlp = zoo.model("mlp", in_features=20, widths=[16, 8])
 
     def refuse(*args, **kwargs):

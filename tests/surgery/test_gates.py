@@ -10,7 +10,12 @@ from torch import nn
 import secateurs as sc
 from secateurs import masking
 from secateurs.analysis.flops import count_flops
-from secateurs.surgery.gates import RuntimeGate, average_flops, kept_channels, wrap_convs
+from secateurs.surgery.gates import (
+    RuntimeGate,
+    average_flops,
+    kept_channels,
+    wrap_convs,
+)
 
 
 def _dense_reference(gate: RuntimeGate, x: torch.Tensor) -> torch.Tensor:
