@@ -188,9 +188,9 @@ def prune(
     total = sum(r.params for r in rows)
     result = PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall, sparsity, notes)
     if notes:
-        warnings.warn(f"sc.prune removed less than asked (sparsity {sparsity:g} asked, {result.sparsity:.4f} of "
-                      f"the pruned layers' weights reached; strict=True makes this an error): "
-                      + "; ".join(notes), stacklevel=2)
+        warnings.warn(f"sc.prune pruned some layers less than asked (sparsity {sparsity:g} asked, {result.sparsity:.4f} "
+                      f"reached over the pruned layers' weights, the columns that read removed channels included; "
+                      f"strict=True makes this an error): " + "; ".join(notes), stacklevel=2)
     return result
 
 
