@@ -11,21 +11,25 @@ The package is built in layers, each importing only from those below it; see
 "Architecture and extending" in docs/guide.md.
 """
 
-from . import _moved, criteria, llm
-from .analysis import sparsity, summary
-from .errors import PruningError
-from .inference import AccelerateResult, accelerate
-from .masking import finalize, masks, restore
-from .pruning import PruneResult, prune, score
-from .reports import sensitivity
-from .storage import export_hf, export_onnx, load, save
-from .surgery.compact import compact
-from .surgery.fold import FoldResult, fold
-from .surgery.gates import RuntimeGate, average_flops, wrap_convs
-from .surgery.merge import MergeResult, merge_neurons
-from .training.learned import L0Gates, Movement
-from .training.regularizers import penalty
-from .training.schedules import SET, Cubic, Gradual, Iterative, RigL
+from .compat import prepare_torchvision
+
+prepare_torchvision()  # PyPI's torchvision beside the CPU build of torch: see secateurs/compat.py
+
+from . import _moved, criteria, llm  # noqa: E402
+from .analysis import sparsity, summary  # noqa: E402
+from .errors import PruningError  # noqa: E402
+from .inference import AccelerateResult, accelerate  # noqa: E402
+from .masking import finalize, masks, restore  # noqa: E402
+from .pruning import PruneResult, prune, score  # noqa: E402
+from .reports import sensitivity  # noqa: E402
+from .storage import export_hf, export_onnx, load, save  # noqa: E402
+from .surgery.compact import compact  # noqa: E402
+from .surgery.fold import FoldResult, fold  # noqa: E402
+from .surgery.gates import RuntimeGate, average_flops, wrap_convs  # noqa: E402
+from .surgery.merge import MergeResult, merge_neurons  # noqa: E402
+from .training.learned import L0Gates, Movement  # noqa: E402
+from .training.regularizers import penalty  # noqa: E402
+from .training.schedules import SET, Cubic, Gradual, Iterative, RigL  # noqa: E402
 
 __version__ = "0.1.0"
 

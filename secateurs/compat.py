@@ -10,14 +10,14 @@ transforms) and transformers' image classes import torchvision and fail with it.
 :func:`prepare_torchvision` declares those two operator schemas when, and only when, torchvision's compiled
 operators cannot be loaded. torchvision's Python parts (models, transforms, ``ops.misc``) then import and
 work; calling one of its compiled detection operators raises torch's own "no kernel" error, as it would.
-Nothing here runs unless called: the test suite and the benchmarks call it before importing timm.
+``import secateurs`` calls it (a file lookup when torchvision is installed, nothing otherwise), so that
+transformers and timm import after secateurs; a script that imports timm or transformers first calls it itself.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -27,6 +27,9 @@ _SCHEMAS = (
     "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
 )
 _LIBRARY: list[torch.library.Library] = []  # kept alive: dropping a Library object removes its definitions
+TORCHVISION_OPS_MISSING: list[str] = []
+"""Why torchvision's compiled operators did not load, when :func:`prepare_torchvision` declared them (else empty).
+No warning is printed at ``import secateurs``: nothing secateurs does needs those operators."""
 
 
 def _compiled_ops(spec_origin: str) -> Path | None:
@@ -39,8 +42,9 @@ def prepare_torchvision() -> bool:
     """Declare torchvision's two unguarded operator schemas when its compiled operators cannot load.
 
     Returns:
-        True when the schemas were declared (torchvision's compiled operators are unavailable and a warning
-        says so), False when nothing was needed: torchvision is absent, already imported, or its operators load.
+        True when the schemas were declared (torchvision's compiled operators are unavailable; the reason is
+        in :data:`TORCHVISION_OPS_MISSING`), False when nothing was needed: torchvision is absent, already
+        imported, or its operators load.
     """
     if "torchvision" in sys.modules or _LIBRARY:
         return False
@@ -60,10 +64,6 @@ def prepare_torchvision() -> bool:
     for schema in _SCHEMAS:
         library.define(schema)
     _LIBRARY.append(library)
-    warnings.warn(
-        f"torchvision's compiled operators (nms, roi_align, ...) do not load beside torch {torch.__version__} "
-        f"({reason}); its Python parts (models, transforms) work, its detection operators do not",
-        RuntimeWarning,
-        stacklevel=2,
-    )
+    TORCHVISION_OPS_MISSING.append(
+        f"torchvision's compiled operators do not load beside torch {torch.__version__}: {reason}")
     return True
