@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .. import masking
 from ..errors import PruningError
 from . import Context, Criterion, register
-from ._inputs import accumulate, as_matrix, collect, patches
+from ._inputs import accumulate, as_matrix, as_stored, collect, patches
 
 BLOCK = 128
 DAMP = 0.01
@@ -49,8 +49,10 @@ class OBS(Criterion):
     def prepare(self, ctx: Context) -> None:
         sums: dict[str, Tensor] = {}
         rows: dict[str, int] = {}
+        self.flipped: dict[str, bool] = {}
 
         def add(name: str, module: nn.Module, x: Tensor) -> None:
+            self.flipped[name] = masking.transposed(module)
             p = patches(x, module).float()
             accumulate(sums, name, 2 * p.T @ p)
             rows[name] = rows.get(name, 0) + p.shape[0]
@@ -64,7 +66,8 @@ class OBS(Criterion):
     def score(self, name: str, weight: Tensor) -> Tensor:
         if name not in self.inverses:
             return torch.zeros_like(weight)
-        return obs_scores(as_matrix(weight), self.inverses[name]).reshape(weight.shape)
+        flipped = self.flipped[name]
+        return as_stored(obs_scores(as_matrix(weight, flipped), self.inverses[name]), weight.shape, flipped)
 
     def update(self, name: str, module: nn.Module, keep: Tensor) -> None:
         if name not in self.inverses:
@@ -72,8 +75,9 @@ class OBS(Criterion):
         u = torch.linalg.cholesky(self.inverses[name], upper=True)
         w = masking.original(module)
         with torch.no_grad():  # from the masked weight: entries pruned earlier are already gone
-            new = surgeon(as_matrix(self.before[name]).float(), as_matrix(keep), u.to(w.device))
-            w.copy_(new.reshape(w.shape).to(w.dtype))
+            flipped = self.flipped[name]
+            new = surgeon(as_matrix(self.before[name], flipped).float(), as_matrix(keep, flipped), u.to(w.device))
+            w.copy_(as_stored(new, w.shape, flipped).to(w.dtype))
 
 
 def obs_scores(weight: Tensor, inverse: Tensor) -> Tensor:

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from . import Context, Criterion, register
-from ._inputs import accumulate, as_matrix, collect, patches
+from .. import masking
+from ._inputs import accumulate, as_matrix, as_stored, collect, patches
 
 
 @register
@@ -38,8 +39,10 @@ class Wanda(Criterion):
     def prepare(self, ctx: Context) -> None:
         squares: dict[str, Tensor] = {}
         rows: dict[str, int] = {}
+        self.flipped: dict[str, bool] = {}
 
         def add(name: str, module: nn.Module, x: Tensor) -> None:
+            self.flipped[name] = masking.transposed(module)
             p = patches(x, module).float()
             accumulate(squares, name, p.pow(2).sum(dim=0))
             rows[name] = rows.get(name, 0) + p.shape[0]
@@ -51,7 +54,8 @@ class Wanda(Criterion):
         norm = self.norms.get(name)
         if norm is None:  # the layer never ran on the calibration data
             return torch.zeros_like(weight)
-        return wanda_scores(as_matrix(weight), norm).reshape(weight.shape)
+        flipped = self.flipped.get(name, False)
+        return as_stored(wanda_scores(as_matrix(weight, flipped), norm), weight.shape, flipped)
 
 
 def wanda_scores(weight: Tensor, norm: Tensor) -> Tensor:
