@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from ..compat import prepare_torchvision
 from ..errors import PruningError
 
 INDEX = "model.safetensors.index.json"
@@ -28,6 +29,7 @@ LAYER_PREFIX = "model.layers."
 
 
 def _transformers() -> Any:
+    prepare_torchvision()  # transformers' model classes import torchvision when it is installed
     try:
         import transformers
     except ImportError as e:  # pragma: no cover - the extra is missing

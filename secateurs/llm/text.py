@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..compat import prepare_torchvision
 from ..errors import PruningError
 from ..zoo.text import SOURCE_MODULES, _sentences
 
@@ -72,6 +73,7 @@ def bundled(part: str) -> str:
 
 def tokenizer(checkpoint_dir: str | Path) -> Any:
     """The checkpoint's own tokenizer (``AutoTokenizer`` on the folder)."""
+    prepare_torchvision()  # transformers' lazy classes import torchvision when it is installed
     from transformers import AutoTokenizer
 
     try:

