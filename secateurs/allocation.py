@@ -18,6 +18,9 @@ bucket that holds the threshold). Keys come from a :data:`KeyFn` that yields
 each layer's keys chunk by chunk and is called once per pass, so the extra
 memory is the bool masks plus a few chunk-sized temporaries, whatever the
 model's size.
+
+The keys, and so the masks chosen here, live on the CPU (:mod:`secateurs.selection` moves them there and
+the masks back to each weight's device): every tensor made here says ``device=_CPU``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+_CPU = torch.device("cpu")
 _BINS = 1 << 16
 CHUNK = 1 << 18
 """Entries per chunk: layers are scored and keyed in flat chunks of this size."""
@@ -179,7 +183,7 @@ def row_masks(
         keys = all_keys(keys_of, i).reshape(shape[0], -1)
         cols = keys.shape[1]
         order = torch.sort(keys, dim=1, stable=True).indices
-        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(cols).expand_as(order).contiguous())
+        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(cols, device=order.device).expand_as(order).contiguous())
         forced = (keys == FORCED).sum(dim=1, keepdim=True)
         cap = cols - min_keep(min_density, cols)
         drop = torch.clamp(forced, min=min(count(p, cols), cap))
@@ -210,7 +214,7 @@ def global_masks(slots: Sequence[Slot], keys_of: KeyFn, sparsity: float) -> tupl
     shortfall = max(0, k - sum(caps))
     k -= shortfall
     if k == 0:
-        return [torch.ones(s.numel, dtype=torch.bool) for s in slots], shortfall
+        return [torch.ones(s.numel, dtype=torch.bool, device=_CPU) for s in slots], shortfall
     b = _coarse_bucket(slots, keys_of, caps, k)
     prune, below, cands = _split_at_bucket(slots, keys_of, b)
     _fill_bucket(keys_of, caps, k, prune, below, cands)
@@ -223,10 +227,10 @@ def _capped_total(cum: Tensor, cap: int, acc: Tensor) -> None:
 
 def _coarse_bucket(slots: Sequence[Slot], keys_of: KeyFn, caps: list[int], k: int) -> int:
     """First high-16-bit bucket where the capped cumulative count reaches ``k``."""
-    acc = torch.zeros(_BINS, dtype=torch.int64)
-    buf = torch.empty(CHUNK, dtype=torch.int32)
+    acc = torch.zeros(_BINS, dtype=torch.int64, device=_CPU)
+    buf = torch.empty(CHUNK, dtype=torch.int32, device=_CPU)
     for i in range(len(slots)):
-        hist = torch.zeros(_BINS, dtype=torch.int64)
+        hist = torch.zeros(_BINS, dtype=torch.int64, device=_CPU)
         for chunk in keys_of(i):
             hist += torch.bincount(_high(chunk, buf), minlength=_BINS)
         _capped_total(hist.cumsum_(0), caps[i], acc)
@@ -239,10 +243,10 @@ def _split_at_bucket(
     """Prune everything below bucket ``b``; collect (index, low bits) of entries in it."""
     # The masks are allocated before any temporary so that the temporaries
     # reuse one region instead of fragmenting the heap around them.
-    prune = [torch.empty(slot.numel, dtype=torch.bool) for slot in slots]
+    prune = [torch.empty(slot.numel, dtype=torch.bool, device=_CPU) for slot in slots]
     below, cands = [], []
-    buf = torch.empty(CHUNK, dtype=torch.int32)
-    hit = torch.empty(CHUNK, dtype=torch.bool)
+    buf = torch.empty(CHUNK, dtype=torch.int32, device=_CPU)
+    hit = torch.empty(CHUNK, dtype=torch.bool, device=_CPU)
     for i, mask in enumerate(prune):
         idx_parts, low_parts, lo = [], [], 0
         for chunk in keys_of(i):
@@ -269,7 +273,7 @@ def _fill_bucket(
     """Choose the remaining entries inside the threshold bucket, honouring the caps."""
     need = k - sum(min(b, c) for b, c in zip(below, caps))
     room = [max(0, c - b) for b, c in zip(below, caps)]
-    acc = torch.zeros(_BINS, dtype=torch.int64)
+    acc = torch.zeros(_BINS, dtype=torch.int64, device=_CPU)
     hists = []
     for (_, low), r in zip(cands, room):
         h = torch.bincount(low, minlength=_BINS)
@@ -296,7 +300,7 @@ def split_masks(slots: Sequence[Slot], keys_of: KeyFn, sparsity: float) -> tuple
     """Keep-masks for slots with their own sparsity (local) and the rest pooled (global)."""
     pooled = [i for i, s in enumerate(slots) if s.sparsity is None]
     own = [i for i, s in enumerate(slots) if s.sparsity is not None]
-    keep: list[Tensor] = [torch.ones(0, dtype=torch.bool)] * len(slots)
+    keep: list[Tensor] = [torch.ones(0, dtype=torch.bool, device=_CPU)] * len(slots)
     for i, m in zip(own, local_masks([slots[i] for i in own], lambda j: keys_of(own[j]), sparsity)):
         keep[i] = m
     shortfall = 0

@@ -7,7 +7,8 @@ scores are computed in eval mode so that BatchNorm statistics do not move.
 A batch is ``(inputs, targets)``, a bare input tensor, or a dict of tensors
 (passed as keyword arguments, as Hugging Face models expect; a ``labels`` entry
 is also handed to ``loss_fn`` as the targets). ``loss_fn(outputs, targets)``
-must average over the batch, as ``F.cross_entropy`` does by default.
+must average over the batch, as ``F.cross_entropy`` does by default. Batches are moved to the model's
+device (a GPU model takes CPU batches).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import masking
+from . import devices, masking
 from .errors import PruningError
 from .inputs import evaluating
 from .progress import track
@@ -60,8 +61,8 @@ def batches(data: Iterable[Any], desc: str | None = "score") -> Iterator[Batch]:
 
 
 def forward(model: nn.Module, batch: Batch) -> Any:
-    """Model outputs for one normalised batch."""
-    args, kwargs, _ = batch
+    """Model outputs for one normalised batch, moved to the model's device first."""
+    args, kwargs, _ = devices.move(batch, devices.of(model))
     return model(*args, **kwargs)
 
 
@@ -95,7 +96,7 @@ def losses(model: nn.Module, data: Iterable[Any], loss_fn: Callable[..., Tensor]
     """``(loss, batch)`` for every batch, with autograd on (inside :func:`scoring`)."""
     for batch in batches(data):
         out = forward(model, batch)
-        loss = loss_fn(out, batch[2])
+        loss = loss_fn(out, devices.move(batch[2], devices.of(model)))
         if not isinstance(loss, Tensor) or loss.dim() != 0:
             raise PruningError("loss_fn must return a scalar tensor (average over the batch)")
         yield loss, batch

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import criteria, progress, zoo
+from . import criteria, devices, progress, zoo
 from .analysis.summary import summary
 from .errors import PruningError
 from .llm import commands as llm_commands
@@ -41,11 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train, prune and report LeNet-300-100 on bundled MNIST")
     demo.add_argument("-o", "--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _device_flag(demo)
 
     run = sub.add_parser("run", help="run a recipe (YAML)")
     run.add_argument("recipe", help="recipe file")
     run.add_argument("-o", "--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _device_flag(run)
 
     pr = sub.add_parser("prune", help="prune a saved model (or a zoo model) once")
     pr.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
@@ -60,12 +62,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="physically remove the pruned channels (with --granularity neuron/channel/filter)")
     pr.add_argument("-o", "--out", required=True, help="output directory")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _device_flag(pr)
 
     cmp = sub.add_parser("compare", help="run several recipes (methods) on the same model and data, "
                                          "plot their accuracy-sparsity frontiers")
     cmp.add_argument("recipes", nargs="+", metavar="RECIPE", help="recipe files; each file's name names its method")
     cmp.add_argument("-o", "--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     cmp.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _device_flag(cmp)
 
     sm = sub.add_parser("summary", help="per-layer table of a saved model")
     sm.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
@@ -80,6 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("criteria", help="list the available criteria")
     llm_commands.add_parsers(sub)
     return p
+
+
+def _device_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help=f"where the work runs: {devices.ALLOWED}; auto is a GPU when there is one "
+                                    "(default: the recipe's device, else cpu)")
+
+
+def _on_device(recipe: recipes.Recipe, device: str | None) -> recipes.Recipe:
+    """``recipe`` with ``--device`` (checked against this machine, naming the flag), when given."""
+    if device is None:
+        return recipe
+    devices.resolve(device, "--device")
+    return recipe.model_copy(update={"device": devices.check(device, "--device")})
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -232,7 +249,7 @@ def _dispatch(a: argparse.Namespace) -> int:
         return llm_commands.run(a)
     recipe = {"demo": lambda: recipes.parse(recipes.DEMO, "demo recipe"),
               "run": lambda: recipes.load(a.recipe), "prune": lambda: _prune_recipe(a)}[a.command]()
-    metrics = runner.run(recipe, a.out, quiet=a.quiet)
+    metrics = runner.run(_on_device(recipe, a.device), a.out, quiet=a.quiet)
     if not a.quiet and distributed.is_main():  # under torchrun, one summary line, from rank 0
         fin, dense = metrics["final"], metrics["dense"]
         acc = "" if fin["accuracy"] is None else (
@@ -244,7 +261,7 @@ def _dispatch(a: argparse.Namespace) -> int:
 
 def _compare(a: argparse.Namespace) -> int:
     names = compare.method_names(a.recipes)
-    found = {name: recipes.load(path) for name, path in zip(names, a.recipes)}
+    found = {name: _on_device(recipes.load(path), a.device) for name, path in zip(names, a.recipes)}
     compare.check_shared(found)  # before any work: a mismatch is bad input, not a half-finished run
     result = compare.compare(found, a.out, quiet=a.quiet)
     if not a.quiet:

@@ -44,9 +44,10 @@ def _row_pruned(module: nn.Module) -> Tensor:
     weight_name, _ = row_tensors(module)
     mask = masking.get_mask(module, weight_name)
     if mask is None:
-        return torch.zeros(masking.as_rows(module, getattr(module, weight_name), weight_name).shape[0], dtype=torch.bool)
+        rows = masking.as_rows(module, getattr(module, weight_name), weight_name).shape[0]
+        return torch.zeros(rows, dtype=torch.bool, device="cpu")
     mask = masking.as_rows(module, mask, weight_name)
-    return ~mask.reshape(mask.shape[0], -1).any(dim=1)
+    return (~mask.reshape(mask.shape[0], -1).any(dim=1)).cpu()
 
 
 def units_and_spaces(
@@ -83,12 +84,12 @@ def coupled_masks(
             targets = {**targets, name: targets[f"{name}.out_proj"]}
     units, spaces = units_and_spaces(g, mods)
     notes = kept_notes(g, mods, units)
-    rows = _row_scores(mods, crit, group)
+    rows = {n: r.cpu() for n, r in _row_scores(mods, crit, group).items()}  # the choice is made on the CPU
     pruned_rows = {n: _row_pruned(m) for n, m in mods.items()}
     order, slots, scores = [], [], []
     for members_set, roots in spaces.items():
         unit_scores = torch.stack([torch.stack([rows[n][i] for n, i in units[r]]).mean() for r in roots])
-        current = torch.tensor([not all(bool(pruned_rows[n][i]) for n, i in units[r]) for r in roots])
+        current = torch.tensor([not all(bool(pruned_rows[n][i]) for n, i in units[r]) for r in roots], device="cpu")
         own = [targets[n][1] for n in sorted(members_set) if targets[n][2] or scope == "local"]
         slots.append(allocation.Slot(len(roots), own[0] if own else None,
                                      allocation.min_keep(min_density, len(roots)), current))
@@ -125,13 +126,13 @@ def _masks(
     model: nn.Module, g: ChannelGraph, mods: dict[str, nn.Module], removed: set[int]
 ) -> list[tuple[nn.Module, str, Tensor]]:
     def gone(atoms: list[int]) -> Tensor:
-        return torch.tensor([g.atoms.find(a) in removed for a in atoms], dtype=torch.bool)
+        return torch.tensor([g.atoms.find(a) in removed for a in atoms], dtype=torch.bool, device="cpu")
 
     out = []
     for name, module in mods.items():
         weight_name, bias_name = row_tensors(module)
         w = masking.as_rows(module, masking.original(module, weight_name), weight_name)  # rows first (Conv1D)
-        keep = torch.ones(w.shape, dtype=torch.bool)
+        keep = torch.ones(w.shape, dtype=torch.bool, device="cpu")  # moved to the weight's device below
         if name in g.rows:
             dead_rows = gone(g.rows[name])
             keep[dead_rows] = False

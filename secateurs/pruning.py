@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import criteria, granularity as gran, masking
+from . import criteria, devices, granularity as gran, masking
 from .analysis.summary import LayerStats, format_table
 from .coupled import coupled_masks
 from .errors import PruningError, check_choice, check_sparsity
@@ -154,7 +154,7 @@ def prune(
                            granularity=group, example_inputs=example_inputs, min_density=float(min_density))
     crit = _prepare(model, criterion, targets, ctx, seed)
     if group.units and example_inputs is not None:  # whole units, traced: coupled channels go together
-        inputs = as_inputs(example_inputs)
+        inputs = devices.move(as_inputs(example_inputs), devices.of(model))  # on the model's device
         rowwise = [t for t in targets if t.tensor == row_tensors(t.module)[0]]  # the rest: layer by layer
         table = {t.module_name: (t.module, t.sparsity, t.own) for t in rowwise}
         changes, shortfall, kept = coupled_masks(model, table, crit, group, scope, sparsity,

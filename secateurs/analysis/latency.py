@@ -36,8 +36,12 @@ def latency_ms(model: nn.Module, example_inputs: Any, repeats: int = 25, budget_
     if example_inputs is None:
         return None
     inputs = as_inputs(example_inputs)
+    cuda = any(p.is_cuda for p in model.parameters())  # GPU kernels run asynchronously: wait for them
+
     def call() -> None:
         call_model(model, inputs)
+        if cuda:
+            torch.cuda.synchronize()
 
     times: list[float] = []
     with torch.no_grad(), evaluating(model):

@@ -77,8 +77,9 @@ def output_gradients(
 
 def per_channel(name: str, ctx: Context, values: Tensor) -> Tensor:
     """Broadcast one value per output channel to the shape of the layer's weight."""
-    shape = tuple(calibration.weights({name: ctx.layers[name]})[name].shape)
-    return values.reshape(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+    weight = calibration.weights({name: ctx.layers[name]})[name]
+    shape = tuple(weight.shape)  # on the weight's device: a layer no batch reached has a CPU zero here
+    return values.to(weight.device).reshape(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
 
 
 def hessian_vector_products(

@@ -39,10 +39,10 @@ class OBD(Accumulated):
         self.samples = samples
 
     def prepare(self, ctx: Context) -> None:
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)  # drawn on the CPU: the same probes on every device
 
         def probes(params: dict[str, Tensor]) -> list[dict[str, Tensor]]:
-            return [{n: (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p) for n, p in params.items()}
+            return [{n: (torch.randint(0, 2, p.shape, generator=gen, device="cpu") * 2 - 1).to(p) for n, p in params.items()}
                     for _ in range(self.samples)]
 
         diag: dict[str, Tensor] = {}

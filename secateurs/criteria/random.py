@@ -30,4 +30,4 @@ class Random(Criterion):
 
     def score(self, name: str, weight: Tensor) -> Tensor:
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
-        return torch.rand(weight.shape, generator=gen).to(weight.device)
+        return torch.rand(weight.shape, generator=gen, device="cpu").to(weight.device)  # same on every device

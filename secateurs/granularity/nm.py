@@ -62,7 +62,7 @@ class NM(Granularity):
         g = self._groups_view(keys.reshape(shape))
         ranks = torch.empty_like(g, dtype=torch.long)
         order = torch.sort(g, dim=1, stable=True).indices
-        ranks.scatter_(1, order, torch.arange(self.m).expand_as(order).contiguous())
+        ranks.scatter_(1, order, torch.arange(self.m, device=order.device).expand_as(order).contiguous())
         forced = (g == torch.iinfo(torch.int32).min).sum(dim=1, keepdim=True)
         drop = torch.clamp(forced, min=self.m - self.n)
         keep = ranks >= drop

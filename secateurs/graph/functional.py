@@ -159,7 +159,8 @@ def _sliced(node: fx.Node, x: Labels, g: ChannelGraph) -> Any:
     if len(index) <= x.axis:
         return Labels(axis, x.atoms, x.ops)
     cut = index[x.axis]
-    if isinstance(cut, slice) and range(len(x.atoms))[cut] == range(len(x.atoms)):
+    dynamic = isinstance(cut, slice) and any(isinstance(v, fx.Node) for v in (cut.start, cut.stop, cut.step))
+    if isinstance(cut, slice) and not dynamic and range(len(x.atoms))[cut] == range(len(x.atoms)):
         return Labels(axis, x.atoms, x.ops)
     g.atoms.freeze(x.atoms, "a slice that cuts the channel axis")  # a fixed cut point would move once channels go
     return UNKNOWN

@@ -76,7 +76,7 @@ def _subtitle(metrics: Mapping[str, Any]) -> str:
     acc = "" if f["accuracy"] is None else f"accuracy {f['accuracy']:.2%}, "
     return (f"{len(metrics['stages']) - 1} stage(s): {acc}sparsity {f['sparsity']:.2%}, "
             f"compression {f['compression']:.2f}x" + (", compacted" if metrics.get("compacted") else "")
-            + f"; run time {metrics['seconds']:.1f} s")
+            + f"; run time {metrics['seconds']:.1f} s" + (f" on {metrics['device']}" if metrics.get("device") else ""))
 
 
 def write_html(path: str | os.PathLike[str], metrics: Mapping[str, Any], image_dir: str | os.PathLike[str]) -> None:

@@ -23,6 +23,7 @@ def write_markdown(path: str | os.PathLike[str], metrics: Mapping[str, Any]) -> 
                      [f"![{PLOT_TITLES[plot].lower()}]({figures[plot]})", ""]
         if note:
             lines += [(note + " " + latency_note(metrics)).strip(), ""]
-    lines += [f"Run time: {metrics['seconds']:.1f} s.", ""]
+    on = f" on {metrics['device']}" if metrics.get("device") else ""
+    lines += [f"Run time: {metrics['seconds']:.1f} s{on}.", ""]
     text = "\n".join(lines)
     write_text(path, text)

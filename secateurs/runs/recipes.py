@@ -9,6 +9,7 @@ Example::
       - {sparsity: 0.9, criterion: magnitude, scope: global, finetune: {epochs: 5}}
     export: {format: safetensors}
     report: true
+    device: auto                  # cpu (the default), cuda, cuda:N, or auto: a GPU when there is one
 
 Each entry of ``prune:`` is a stage of the kind its ``schedule:`` names (``oneshot`` when left out;
 ``criterion: data-free`` for neuron merging): a small model of its own, registered in
@@ -24,8 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from .. import devices
 from ..errors import PruningError
 from ..training.regularizers import PENALTIES
 from . import stages
@@ -70,6 +72,13 @@ class Recipe(Strict):
     penalty: Penalty | None = Field(None, description="regulariser added to every training loss")
     export: Export = Field(default_factory=Export, description="saved model format")
     report: bool = Field(True, description="write report.md, report.html and their plots")
+    device: str = Field("cpu", description=f"where training, scoring, merging and evaluation run: {devices.ALLOWED} "
+                                           "(auto: a GPU when there is one; under torchrun each process's own)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return devices.check(value, "device")  # whether this machine has it is checked when the run starts
 
     @model_validator(mode="after")
     def _needs_data(self) -> Recipe:

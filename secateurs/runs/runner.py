@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import masking, progress, storage, zoo
+from .. import devices, masking, progress, storage, zoo
 from ..analysis.latency import latency_ms
 from ..analysis.summary import summary
 from ..errors import PruningError
@@ -62,7 +63,7 @@ def fits(model: nn.Module, inputs: tuple[Any, ...], what: str) -> None:
 
 
 def _weights(model: nn.Module) -> dict[str, Tensor]:
-    return {masking.param_name(n): m.weight.detach().clone() for n, m in masking.prunable_layers(model)}
+    return {masking.param_name(n): m.weight.detach().cpu().clone() for n, m in masking.prunable_layers(model)}
 
 
 def _trained(recipe: Recipe, model: nn.Module, out: Path, quiet: bool) -> nn.Module:
@@ -97,23 +98,33 @@ def run(recipe: Recipe, out_dir: str | Path, quiet: bool = False) -> dict[str, A
     Under ``torchrun`` every process runs the recipe on its share of the data (see
     :mod:`secateurs.distributed`); rank 0 alone prints and writes the outputs.
 
+    The work runs on ``recipe.device`` (see :mod:`secateurs.devices`); under ``torchrun`` a GPU run gives each
+    process its own GPU and joins with NCCL, a CPU run with gloo (``SECATEURS_BACKEND`` overrides).
+
     Returns:
         The metrics written to ``metrics.json`` (every rank returns them).
+
+    Raises:
+        PruningError: a device this machine does not have (before any work).
     """
-    with distributed.session():
+    device = devices.resolve(recipe.device, "device")
+    backend = os.environ.get("SECATEURS_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
+    with distributed.session(backend):
         quiet = quiet or not distributed.is_main()  # under torchrun, rank 0 alone prints
         with progress.reporting("off") if quiet else contextlib.nullcontext():  # every bar, not just training's
-            return _run(recipe, out_dir, quiet)
+            return _run(recipe, out_dir, quiet, device)
 
 
-def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
+def _run(recipe: Recipe, out_dir: str | Path, quiet: bool, device: torch.device) -> dict[str, Any]:
     start = time.perf_counter()
     out = Path(out_dir)
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe)
+    model = build_model(recipe).to(device)
+    auto = " (auto: no GPU seen)" if device.type == "cpu" else " (auto)"
+    say(quiet, f"device: {devices.describe(device)}" + (auto if recipe.device == "auto" else ""))
     _check_stages(recipe, model)
     if recipe.data is not None:  # a file's model and a data set of another shape: bad input, before any work
-        fits(model, (zoo.dataset(recipe.data).test.tensors[0][:1],), f"data {recipe.data!r}")
+        fits(model, (zoo.dataset(recipe.data).test.tensors[0][:1].to(device),), f"data {recipe.data!r}")
     if distributed.is_main():
         check_writable(out)  # an unusable output folder is bad input, found before any training
     if not quiet and recipe.prune and not recipe.train.epochs and not Path(recipe.model).is_file():
@@ -126,7 +137,7 @@ def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
     agree(model, "dense", quiet)
     ds = zoo.dataset(recipe.data) if recipe.data else None
     test = ds.test if ds is not None else None
-    example = (test.tensors[0][:1],) if test is not None else zoo.example_inputs(model)
+    example = devices.move((test.tensors[0][:1],) if test is not None else zoo.example_inputs(model), device)
     dense_acc = evaluate(model, test) if test is not None else None
     dense_sum, before, dense_ms = summary(model, example), _weights(model), latency_ms(model, example)
     ctx = StageContext(recipe, 0, model, out, train_data=ds.train if ds is not None else None, test_data=test,
@@ -144,6 +155,7 @@ def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
                     f"(FLOPs counted on the masked model: {pruned_flops:,})")
     final = summary(model, example)
     metrics = _metrics(recipe, dense_acc, dense_sum, stages, final, time.perf_counter() - start)
+    metrics["device"] = devices.describe(device)
     if distributed.is_main():
         snaps = {"init": init_w, "trained" if init_w else "dense": before}
         _write(recipe, model, metrics, snaps, (example, dense_ms), out, start)
@@ -177,6 +189,8 @@ def _final_latency(model: nn.Module, example: Any, metrics: dict[str, Any]) -> f
     metrics["final"]["inference"] = None
     if example is None:
         return None
+    if devices.of(model).type != "cpu":  # accelerate's kernels are CPU kernels: time the model on its device
+        return latency_ms(model, example)
     try:
         fast = accelerate(model, example)
     except (PruningError, RuntimeError):  # a model accelerate cannot run: time it as it is

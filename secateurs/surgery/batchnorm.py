@@ -105,7 +105,7 @@ def unfold(model: nn.Module, folded: Mapping[str, Folded], kept: Mapping[str, Se
     with torch.no_grad():
         for name, saved in folded.items():
             bn, layer = model.get_submodule(name), model.get_submodule(saved.producer)
-            idx = torch.tensor(list(kept.get(name) or range(len(saved.gamma))), dtype=torch.long)
+            idx = torch.tensor(list(kept.get(name) or range(len(saved.gamma))), dtype=torch.long, device=saved.gamma.device)
             gamma, mean, var = saved.gamma[idx], saved.mean[idx], saved.var[idx]
             k = gamma / torch.sqrt(var + saved.eps)
             ok = k != 0

@@ -50,7 +50,7 @@ def _zero_norm(module: nn.Module) -> Tensor:
     parts = [t.detach() == 0 for t in (getattr(module, "weight", None), getattr(module, "bias", None))
              if t is not None]
     if len(parts) < 2:
-        return torch.zeros(module.num_features, dtype=torch.bool)
+        return torch.zeros(module.num_features, dtype=torch.bool, device="cpu")
     return parts[0] & parts[1]
 
 

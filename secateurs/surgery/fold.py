@@ -190,7 +190,7 @@ def _row_matrix(model: nn.Module, name: str, norm_of: dict[str, tuple[str, Folde
     """A layer's rows with its bias and its folded BatchNorm's shift as two more columns (float64)."""
     layer = model.get_submodule(name)
     w = layer.weight.detach().reshape(layer.weight.shape[0], -1).double()
-    zero = torch.zeros(w.shape[0], 1, dtype=w.dtype)
+    zero = torch.zeros(w.shape[0], 1, dtype=w.dtype, device=w.device)
     bias = layer.bias.detach().double()[:, None] if getattr(layer, "bias", None) is not None else zero
     shift = model.get_submodule(norm_of[name][0]).bias.detach().double()[:, None] if name in norm_of else zero
     return torch.cat([w, bias, shift], dim=1)
@@ -247,7 +247,7 @@ def _merge_rows(model: nn.Module, name: str, rows: list[list[int]], norm: tuple[
     for p, keep in enumerate(rows[0]):
         idx = [r[p] for r in rows]
         w = layer.weight.detach()[idx].double()
-        shift = bn.bias.detach()[idx].double() if bn is not None else torch.zeros(len(idx), dtype=torch.float64)
+        shift = bn.bias.detach()[idx].double() if bn is not None else torch.zeros(len(idx), dtype=torch.float64, device=w.device)
         merged, new_shift = w.mean(0), shift.mean()
         if bn is not None and repair:
             merged, new_shift = repair_stats(w.reshape(len(idx), -1), shift, norm[1], idx, merged, new_shift)

@@ -19,7 +19,7 @@ def _sq_dist(x: Tensor, centres: Tensor) -> Tensor:
 def _seed(x: Tensor, k: int, gen: torch.Generator) -> Tensor:
     """k-means++: each next centre drawn with probability proportional to its squared distance."""
     n = x.shape[0]
-    picked = [int(torch.randint(n, (1,), generator=gen))]
+    picked = [int(torch.randint(n, (1,), generator=gen, device=x.device))]
     d2 = _sq_dist(x, x[picked])[:, 0]
     for _ in range(1, k):
         i = int(torch.multinomial(d2, 1, generator=gen)) if float(d2.sum()) > 0 else int(d2.argmax())
@@ -59,13 +59,13 @@ def kmeans(x: Tensor, k: int, seed: int = 0, iters: int = 50) -> tuple[Tensor, f
         >>> bool(labels[0] == labels[1]) and bool(labels[2] == labels[3]) and bool(labels[0] != labels[2])
         True
     """
-    x = x.double()
+    x = x.double().cpu()  # a small problem (channels x fan-in); the CPU draws the same seeds everywhere
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}], got {k}")
     gen = torch.Generator().manual_seed(seed)
     centres = _seed(x, k, gen)
-    labels = torch.full((n,), -1, dtype=torch.long)
+    labels = torch.full((n,), -1, dtype=torch.long, device=x.device)
     for _ in range(iters):
         d = _sq_dist(x, centres)
         new = _fill_empty(x, d.argmin(1), d.min(1).values.clone(), k)
@@ -73,7 +73,7 @@ def kmeans(x: Tensor, k: int, seed: int = 0, iters: int = 50) -> tuple[Tensor, f
             break
         labels = new
         counts = torch.bincount(labels, minlength=k).double()
-        centres = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x) / counts[:, None]
+        centres = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x) / counts[:, None]
     counts = torch.bincount(labels, minlength=k).double()
-    centres = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x) / counts[:, None]
+    centres = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x) / counts[:, None]
     return labels, float((x - centres[labels]).pow(2).sum())

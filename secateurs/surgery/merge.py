@@ -116,7 +116,7 @@ def _incoming(module: nn.Module, norm: nn.Module | None = None) -> Tensor:
     """Each neuron's incoming weights with its bias as one more weight: (n, fan_in + 1); the bias
     includes the shift of a BatchNorm folded into the layer (``norm``)."""
     w = module.weight.detach().reshape(module.weight.shape[0], -1).double()
-    b = module.bias.detach().double() if module.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+    b = module.bias.detach().double() if module.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
     if norm is not None:
         b = b + norm.bias.detach().double()
     return torch.cat([w, b[:, None]], dim=1)
@@ -153,7 +153,7 @@ def greedy(w: Tensor, a2: Tensor, steps: int, scaled: bool = False,
         dist = sq[:, None] + sq[None, :] - 2 * gram
     dist = dist.clamp_min_(0.0)
     dist.fill_diagonal_(math.inf)
-    alive = torch.ones(n, dtype=torch.bool)
+    alive = torch.ones(n, dtype=torch.bool, device=dist.device)
     best, partner = dist.min(dim=0)  # for each source column j: nearest target row i
     out_w = None if outgoing is None else outgoing.clone()
     a2 = a2.clone()

@@ -16,7 +16,8 @@ group that torchrun describes in the environment (``RANK``, ``WORLD_SIZE``, ``LO
 With one process (``WORLD_SIZE`` unset or 1) none of this happens: no process group is
 created and every helper here is a no-op, so a single-process run is unchanged.
 
-The backend is ``gloo`` (the recipe runner trains on the CPU); set ``SECATEURS_BACKEND``
+The backend is ``gloo`` by default; the recipe runner asks for ``nccl`` when its ``device`` is a GPU (each
+process on GPU ``LOCAL_RANK``, see :mod:`secateurs.devices`). Set ``SECATEURS_BACKEND``
 (``gloo`` or ``nccl``) or pass ``backend=`` to :func:`init` to choose, and
 ``SECATEURS_TIMEOUT`` (seconds, default 1800) to bound how long a rank waits for the
 others before failing instead of hanging.

@@ -1,4 +1,4 @@
-"""A small CPU trainer and evaluator for the zoo's classification tasks."""
+"""A small trainer and evaluator for the zoo's classification tasks, on the model's device (CPU or GPU)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from . import distributed
+from .. import devices
 from ..progress import Progress
+from . import distributed
 
 
 def train(
@@ -48,7 +49,8 @@ def train(
         on_optimizer: called once with the optimizer (e.g. so RigL can reset the state of regrown weights).
 
     Under ``torchrun`` (see :mod:`secateurs.distributed`) the model is wrapped in DDP and
-    each process takes ``batch_size / world`` examples of every step's global batch.
+    each process takes ``batch_size / world`` examples of every step's global batch. Batches are moved
+    to the model's device (the data may stay on the CPU).
 
     Returns:
         The mean training loss of each epoch (over this process's examples).
@@ -59,6 +61,7 @@ def train(
         loader = DataLoader(data, batch_size=batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(seed))
     progress = progress and distributed.is_main()
+    device = devices.of(model)
     net = distributed.wrap(model)  # DDP under torchrun: gradients averaged over the processes
     groups: list[dict] = [{"params": list(model.parameters())}]
     extra = list(extra_params)
@@ -74,6 +77,7 @@ def train(
         distributed.set_epoch(loader, epoch)
         total, n = 0.0, 0
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(net(x), y)
             if penalty is not None:
@@ -97,11 +101,11 @@ def train(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TensorDataset, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on ``data``, a fraction in [0, 1]."""
+    """Top-1 accuracy of ``model`` on ``data``, a fraction in [0, 1] (batches moved to the model's device)."""
     was_training = model.training
     model.eval()
-    correct = 0
+    correct, device = 0, devices.of(model)
     for x, y in DataLoader(data, batch_size=batch_size):
-        correct += int((model(x).argmax(dim=1) == y).sum())
+        correct += int((model(x.to(device)).argmax(dim=1) == y.to(device)).sum())
     model.train(was_training)
     return correct / len(data)

@@ -306,7 +306,7 @@ class RigL:
         if self.regrow == "gradient" and holder.dense_grad is not None:
             score = holder.dense_grad.abs().reshape(-1).float().cpu()
         else:
-            score = torch.rand(candidates.numel(), generator=self.gen)
+            score = torch.rand(candidates.numel(), generator=self.gen, device="cpu")  # chosen on the CPU
         score = score.masked_fill(~candidates, -math.inf)
         keys = allocation.to_keys(-score)  # the lowest of -score: the largest scores
         return allocation.lowest(keys, k) & candidates

@@ -162,3 +162,22 @@ def test_channel_shuffle_keeps_its_channels_and_says_why():
     m = Shuffle().eval()
     with pytest.warns(UserWarning, match=r"less than asked.*a: 8 of 8 channels kept \(.*view"):
         sc.prune(m, 0.5, granularity="channel", scope="local", example_inputs=(torch.randn(1, 3, 8, 8),))
+
+
+class _DynamicSlice(nn.Module):
+    """A slice of the channel axis whose bounds come from the traced shape (as timm's Swin pads and crops)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 16, 3), nn.Conv2d(16, 8, 1), _Head(8)
+
+    def forward(self, x):
+        y = self.a(x)
+        return self.head(self.b(y[:, : y.shape[1]]))
+
+
+def test_a_slice_with_traced_bounds_freezes_its_channels_with_a_warning():
+    model = _DynamicSlice()
+    with pytest.warns(UserWarning, match=r"a: 16 of 16 channels kept \(a slice that cuts the channel axis\)"):
+        sc.prune(model, 0.5, granularity="channel", scope="local", example_inputs=(torch.randn(1, 3, 8, 8),))
+    assert sc.masks(model)["b.weight"].reshape(8, -1).all(dim=1).sum() == 4  # b's own filters still pruned

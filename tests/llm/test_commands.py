@@ -27,3 +27,14 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "secateurs", "llm", "prune", str(tmp_path), "-o", str(tmp_path / "o")],
                        check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "has no config.json" in r.stderr
+
+
+def test_the_command_runs_beside_a_torchvision_whose_operators_do_not_load(tmp_path):
+    """In a fresh process (no test conftest): transformers' model classes import torchvision, which fails
+    beside the CPU build of torch unless ``secateurs.compat.prepare_torchvision`` ran first."""
+    path = save_tiny(tmp_path / "tok", tokenizer=True)
+    text = tmp_path / "held.txt"
+    text.write_text("Return a new list containing all items from the iterable in ascending order. " * 4)
+    r = subprocess.run([sys.executable, "-m", "secateurs", "llm", "eval", str(path), "--text", str(text),
+                        "--seqlen", "16", "-q"], check=False, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("perplexity "), r.stderr
