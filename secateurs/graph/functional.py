@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .channels import NORMS, ChannelGraph, Labels
-from .nodes import arg, labels_of, shape_of
+from .nodes import arg, flatten_args, labels_of, shape_of
 
 UNKNOWN = object()
 """Returned by :func:`function` for an op it does not know (the caller freezes its inputs)."""
@@ -47,6 +47,45 @@ SCALAR_OPS = {operator.mul: True, operator.imul: True, torch.mul: True, "mul": T
               "sub_": False, operator.pow: False, torch.pow: False, "pow": False}
 """Arithmetic with a Python number: ``{op: keeps zero at zero}``."""
 NORM_FUNCTIONS = {F.batch_norm, torch.batch_norm}
+CONST = "const"
+"""A node's label when it is computed from parameters, buffers and numbers only (a layer-scale ``gamma``)."""
+LAYER_FUNCTIONS: dict[Any, type[nn.Module]] = {F.linear: nn.Linear, F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d,
+                                               F.conv3d: nn.Conv3d}
+PARAMETRIZED = ".parametrizations.weight"
+
+
+def constant(node: fx.Node, env: dict[fx.Node, Any]) -> bool:
+    """Whether ``node`` reads parameters / buffers (and numbers) only: no channel of the model's input."""
+    nodes = [a for a in flatten_args((node.args, node.kwargs)) if isinstance(a, fx.Node)]
+    return any(env.get(a) is CONST for a in nodes) and all(
+        env.get(a) is CONST or (env.get(a) is None and shape_of(a) is None) for a in nodes)
+
+
+def owning_layer(node: fx.Node, model: nn.Module) -> str | None:
+    """The Linear / conv whose own weight and bias a functional ``F.linear`` / ``F.conv*`` call uses.
+
+    timm's ``Linear`` (a subclass of ``nn.Linear``) is traced into, giving ``F.linear(x, fc.weight, fc.bias)``:
+    that call is the layer ``fc`` (once masked, its weight is read through ``fc.parametrizations.weight``).
+    """
+    if node.op != "call_function" or node.target not in LAYER_FUNCTIONS:
+        return None
+    w, b = arg(node, 1, "weight"), arg(node, 2, "bias")
+    if not isinstance(w, fx.Node) or w.op not in ("get_attr", "call_module"):
+        return None
+    target = str(w.target)
+    if w.op == "get_attr" and target.endswith(".weight"):
+        owner = target[: -len(".weight")]
+    elif w.op == "call_module" and target.endswith(PARAMETRIZED):
+        owner = target[: -len(PARAMETRIZED)]
+    else:
+        return None
+    module = model.get_submodule(owner)
+    if not isinstance(module, LAYER_FUNCTIONS[node.target]) or not (
+            b is None or (isinstance(b, fx.Node) and b.op == "get_attr" and b.target == f"{owner}.bias")):
+        return None
+    if node.target is not F.linear and arg(node, 6, "groups", 1) != module.groups:
+        return None
+    return owner
 
 
 def function(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
