@@ -112,7 +112,7 @@ def function(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node
         return Labels(x.axis, x.atoms, x.ops | {"norm"})
     if target in ("permute", torch.permute, "transpose", torch.transpose, "swapaxes", "movedim", torch.movedim):
         return _permuted(node, x)
-    if target in ("view", "reshape", torch.reshape):
+    if target in ("view", "reshape", torch.reshape, "view_as", "reshape_as"):
         return _reshaped(node, x, g)
     if target is operator.getitem:
         return _sliced(node, x, g)
@@ -177,7 +177,13 @@ def _permuted(node: fx.Node, x: Labels) -> Any:
 def _reshaped(node: fx.Node, x: Labels, g: ChannelGraph) -> Any:
     """A reshape that keeps the channel axis, or merges it with the axes after it (a flatten)."""
     inp, out = shape_of(node.args[0]), shape_of(node)
-    if inp is None or out is None or tuple(out[: x.axis]) != tuple(inp[: x.axis]) or len(out) <= x.axis:
+    if inp is None or out is None:
+        return UNKNOWN
+    before, after = math.prod(inp[: x.axis]), math.prod(inp[x.axis + 1 :])
+    for j, size in enumerate(out):  # the channel axis kept whole; the axes before (or after) it merged or split
+        if size == inp[x.axis] and math.prod(out[:j]) == before and math.prod(out[j + 1 :]) == after:
+            return Labels(j, x.atoms, x.ops)
+    if tuple(out[: x.axis]) != tuple(inp[: x.axis]) or len(out) <= x.axis:
         return UNKNOWN
     for end in range(x.axis, len(inp)):
         merged = math.prod(inp[x.axis : end + 1])
@@ -186,6 +192,8 @@ def _reshaped(node: fx.Node, x: Labels, g: ChannelGraph) -> Any:
             return Labels(x.axis, [a for a in x.atoms for _ in range(inner)], x.ops | {"flatten"} if inner > 1 else x.ops)
         if merged > out[x.axis]:
             break
+    g.atoms.freeze(x.atoms, f"a .{getattr(node.target, '__name__', node.target)}() that splits the channel axis "
+                   "(attention heads, a channel shuffle), not followed")
     return UNKNOWN
 
 

@@ -50,3 +50,70 @@ def test_timm_cnn_loses_half_of_its_prunable_channels(name):
     with torch.no_grad():
         assert (small(x) - m(x)).abs().max() <= 1e-4
     assert _params(small) / _params(m) <= CNNS[name]
+
+
+def _vit(name, **kw):
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, num_classes=4, img_size=32, **kw).eval()
+
+
+TRANSFORMERS = {  # tiny configurations of the real classes
+    "vit_tiny": lambda: _vit("vit_tiny_patch16_224", patch_size=8, depth=2),
+    "deit_tiny": lambda: _vit("deit_tiny_patch16_224", patch_size=8, depth=2),
+    "swin_tiny": lambda: _vit("swin_tiny_patch4_window7_224", patch_size=4, window_size=4, depths=(2, 2),
+                              num_heads=(3, 6), embed_dim=48),
+}
+
+
+def _attentions(m):
+    return {n: a for n, a in m.named_modules() if hasattr(a, "qkv") and hasattr(a, "num_heads")}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMERS))
+def test_fused_qkv_heads_are_units_and_compact_to_fewer_heads(name):
+    m, x = TRANSFORMERS[name](), torch.randn(2, 3, 32, 32)
+    g = graph.analyse(m, (x,))
+    first, attn = next(iter(_attentions(m).items()))
+    width = attn.proj.in_features
+    size = width // attn.num_heads
+    root = g.atoms.find
+    for h in range(attn.num_heads):  # one unit: the head's q, k and v rows and its proj columns
+        unit = {root(g.rows[f"{first}.qkv"][part * width + h * size + i]) for part in range(3) for i in range(size)}
+        assert unit == {root(a) for a in g.cols[f"{first}.proj"][h * size : (h + 1) * size]}
+        assert len(unit) == 1 and not g.atoms.is_frozen(unit.pop())
+    heads = {n: a.num_heads for n, a in _attentions(m).items()}
+    with pytest.warns(UserWarning, match=r"patch_embed.proj: \d+ of \d+ channels kept \(not attention heads"):
+        sc.prune(m, 0.5, granularity="channel", scope="local", example_inputs=(x,))
+    small = sc.compact(m, (x,))
+    with torch.no_grad():
+        assert (small(x) - m(x)).abs().max() <= 1e-4
+    for n, a in _attentions(small).items():  # the widths the forward reads, written in the modules
+        assert a.num_heads == round(heads[n] / 2) or a.num_heads == heads[n] // 2
+        assert a.qkv.out_features == 3 * a.proj.in_features == 3 * a.num_heads * size
+        assert getattr(a, "attn_dim", a.proj.in_features) == a.proj.in_features
+        if hasattr(a, "relative_position_bias_table"):  # Swin: one bias column per head
+            assert a.relative_position_bias_table.shape[1] == a.num_heads
+        assert small.get_submodule(n.rpartition(".")[0]).mlp.fc1.out_features == 4 * size * heads[n] // 2
+
+
+def test_mixer_and_levit_say_which_units_they_find_and_which_they_keep():
+    from timm.models.levit import Levit
+    from timm.models.mlp_mixer import MlpMixer
+
+    torch.manual_seed(0)
+    mixer, x = MlpMixer(num_classes=4, img_size=32, patch_size=8, num_blocks=2, embed_dim=64).eval(), torch.randn(2, 3, 32, 32)
+    units = {n for members in graph.analyse(mixer, (x,)).units().values() for n, _ in members}
+    assert units == {f"blocks.{b}.mlp_{k}.fc1" for b in (0, 1) for k in ("tokens", "channels")}  # MLP neurons only
+    with pytest.warns(UserWarning, match=r"stem.proj: 64 of 64 channels kept \(.*LayerNorm"):
+        sc.prune(mixer, 0.5, granularity="channel", scope="local", example_inputs=(x,))
+    levit = Levit(img_size=64, num_classes=4, embed_dim=(32, 48), key_dim=8, depth=(1, 1), num_heads=(2, 3)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with pytest.warns(UserWarning, match=r"attn.qkv.linear: 64 of 64 channels kept \(a .view\(\) that splits"):
+        result = sc.prune(levit, 0.5, granularity="channel", scope="local", example_inputs=(x,))
+    kept = {n.split(":")[0] for n in result.notes}
+    assert "stages.0.blocks.0.mlp.ln1.linear" not in kept and "stem.conv4.linear" not in kept  # neurons, residual
+    for model, inputs in ((mixer, torch.randn(2, 3, 32, 32)), (levit, x)):
+        small = sc.compact(model, (inputs,))
+        with torch.no_grad():
+            assert (small(inputs) - model(inputs)).abs().max() <= 1e-4
+        assert sum(p.numel() for p in small.parameters()) < 0.6 * sum(p.numel() for p in model.parameters())
