@@ -29,8 +29,16 @@ def _params(m):
     return sum(p.numel() for p in m.parameters())
 
 
+def _round_trip(small, path, make, x):
+    """sc.save the compacted model, sc.load it onto a fresh ``timm.create_model``: the same outputs."""
+    sc.save(small, path)
+    back = sc.load(path, make()).eval()
+    with torch.no_grad():
+        assert torch.equal(back(x), small(x))
+
+
 @pytest.mark.parametrize("name", sorted(CNNS))
-def test_timm_cnn_loses_half_of_its_prunable_channels(name):
+def test_timm_cnn_loses_half_of_its_prunable_channels(name, tmp_path):
     torch.manual_seed(0)
     m = timm.create_model(name, pretrained=False, num_classes=4).eval()
     x = torch.randn(1, 3, 32, 32)
@@ -50,6 +58,7 @@ def test_timm_cnn_loses_half_of_its_prunable_channels(name):
     with torch.no_grad():
         assert (small(x) - m(x)).abs().max() <= 1e-4
     assert _params(small) / _params(m) <= CNNS[name]
+    _round_trip(small, tmp_path / "m.safetensors", lambda: timm.create_model(name, num_classes=4), x)
 
 
 def _vit(name, **kw):
@@ -70,7 +79,7 @@ def _attentions(m):
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMERS))
-def test_fused_qkv_heads_are_units_and_compact_to_fewer_heads(name):
+def test_fused_qkv_heads_are_units_and_compact_to_fewer_heads(name, tmp_path):
     m, x = TRANSFORMERS[name](), torch.randn(2, 3, 32, 32)
     g = graph.analyse(m, (x,))
     first, attn = next(iter(_attentions(m).items()))
@@ -94,6 +103,7 @@ def test_fused_qkv_heads_are_units_and_compact_to_fewer_heads(name):
         if hasattr(a, "relative_position_bias_table"):  # Swin: one bias column per head
             assert a.relative_position_bias_table.shape[1] == a.num_heads
         assert small.get_submodule(n.rpartition(".")[0]).mlp.fc1.out_features == 4 * size * heads[n] // 2
+    _round_trip(small, tmp_path / "m.safetensors", TRANSFORMERS[name], x)
 
 
 def test_mixer_and_levit_say_which_units_they_find_and_which_they_keep():
