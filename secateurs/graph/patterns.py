@@ -11,7 +11,7 @@ attention, separate  ``query/key/value`` + ``output.dense``      BERT, RoBERTa, 
                      ``q_lin/k_lin/v_lin/out_lin``               DistilBERT
                      ``q_proj/k_proj/v_proj/o_proj``             Llama, Mistral, Qwen2 (GQA)
 attention, fused     ``c_attn`` + ``c_proj`` (Conv1D)            GPT-2
-                     ``qkv`` + ``proj``                          timm ViT, DeiT, Swin, BEiT, EVA
+                     ``qkv`` + ``proj``                          timm ViT, DeiT, Swin
 attention, packed    ``nn.MultiheadAttention``                   torch Transformer layers
 MLP                  in -> activation -> out                     every family above
 MLP, gated           ``act(gate) * up`` -> ``down``              Llama, Mistral, Qwen2

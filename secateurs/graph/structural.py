@@ -1,7 +1,7 @@
 """Transformer blocks: attention heads and MLP neurons, found by structure.
 
 For models whose attention :mod:`.patterns` recognises (Hugging Face BERT, RoBERTa,
-DistilBERT, GPT-2, Llama / Mistral / Qwen2, ViT; torch's own
+DistilBERT, GPT-2, Llama / Mistral / Qwen2, ViT; timm ViT, DeiT, Swin; torch's own
 ``nn.TransformerEncoderLayer`` / ``DecoderLayer``) the channel graph is built from
 the module structure instead of a trace:
 

@@ -127,3 +127,28 @@ def test_mixer_and_levit_say_which_units_they_find_and_which_they_keep():
         with torch.no_grad():
             assert (small(inputs) - model(inputs)).abs().max() <= 1e-4
         assert sum(p.numel() for p in small.parameters()) < 0.6 * sum(p.numel() for p in model.parameters())
+
+
+def test_two_four_skips_every_layer_that_cannot_take_it_in_one_warning():
+    m = timm.create_model("mobilenetv2_100", num_classes=4)
+    cannot = {f"{n}.weight" for n, c in m.named_modules() if isinstance(c, torch.nn.Conv2d) and c.in_channels // c.groups % 4}
+    assert len(cannot) == 18  # the stem (3 inputs) and 17 depthwise convs (1 input each)
+    with pytest.raises(sc.PruningError) as err:
+        sc.prune(m, 0.5, granularity="2:4", strict=True)
+    assert all(name in str(err.value) for name in cannot)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sc.prune(m, 0.5, granularity="2:4")
+    said = [str(w.message) for w in caught if "2:4" in str(w.message)]
+    assert len(said) == 1 and all(f"skipped {name} " in said[0] for name in cannot)
+    masks = sc.masks(m)
+    assert all(bool(masks.get(name, torch.ones(1, dtype=torch.bool)).all()) for name in cannot)  # left dense
+    assert masks["conv_head.weight"].float().mean() == 0.5
+
+
+def test_a_norm_between_the_units_and_the_output_keeps_them_and_says_so():
+    m, x = _vit("vit_tiny_patch16_224", patch_size=8, depth=1, scale_attn_norm=True, scale_mlp_norm=True), torch.randn(1, 3, 32, 32)
+    with pytest.warns(UserWarning, match=r"blocks.0.attn.qkv: 576 of 576 channels kept \(LayerNorm 'blocks.0.attn.norm'"):
+        result = sc.prune(m, 0.5, granularity="channel", scope="local", example_inputs=(x,))
+    assert any(n.startswith("blocks.0.mlp.fc1: 768 of 768") and "mlp.norm" in n for n in result.notes)
+    assert sc.compact(m, (x,)).blocks[0].attn.num_heads == 3
