@@ -7,6 +7,9 @@ Ops that do not keep zero at zero (``sigmoid``, ``x + 1``) pass labels on marked
 :data:`NONZERO`: a product with a zero channel (a squeeze-excitation gate), or a norm whose
 entry is zeroed, makes them zero again; a layer reading them keeps them (``sc.compact`` relies
 on a removed channel being zero). :func:`function` returns :data:`UNKNOWN` for anything else.
+Parameters and what is computed from them alone are :data:`CONST` (:func:`with_constant` says what
+a product or sum with one does); ``F.linear`` / ``F.conv*`` on a layer's own weight is that layer
+(:func:`owning_layer`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .channels import NORMS, ChannelGraph, Labels
-from .nodes import arg, flatten_args, labels_of, shape_of
+from .nodes import arg, flatten_args, labels_of, op_name, shape_of
 
 UNKNOWN = object()
 """Returned by :func:`function` for an op it does not know (the caller freezes its inputs)."""
@@ -233,3 +236,25 @@ def _pieces(node: fx.Node, x: Labels, g: ChannelGraph) -> Any:
         for k in range(1, int(chunks)):
             g.atoms.union(x.atoms[p], x.atoms[k * size + p])
     return tuple(Labels(x.axis, x.atoms[k * size : (k + 1) * size], x.ops) for k in range(int(chunks)))
+
+
+def source(node: fx.Node) -> str:
+    """The parameter or buffer a constant node is computed from (``blocks.0.gamma``)."""
+    while node.op != "get_attr":
+        parents = node.all_input_nodes
+        if not parents:
+            return node.name
+        node = parents[0]
+    return str(node.target)
+
+
+def with_constant(node: fx.Node, x: Labels, const: fx.Node, g: ChannelGraph) -> Labels:
+    """``x * gamma``, ``x + pos_embed`` with a parameter: it passes when it is one value across channels; a
+    per-channel one is kept whole by compaction, so the channels it meets are kept."""
+    out, shape = shape_of(node) or (), shape_of(const) or ()
+    at = x.axis - (len(out) - len(shape))
+    if 0 <= at < len(shape) and shape[at] != 1:
+        g.atoms.freeze(x.atoms, f"a per-channel parameter ({source(const)}) in {op_name(node)}")
+    if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_"):
+        return Labels(x.axis, x.atoms, x.ops)
+    return Labels(x.axis, x.atoms, x.ops | {NONZERO})

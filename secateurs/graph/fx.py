@@ -33,7 +33,7 @@ from ..errors import PruningError
 from ..inputs import evaluating
 from ..modules.attention import ATTENTION, packed
 from .channels import NORMS, Atoms, ChannelGraph, Labels
-from .functional import CONST, NONZERO, UNKNOWN, constant, function, owning_layer
+from .functional import CONST, NONZERO, UNKNOWN, constant, function, owning_layer, with_constant
 from .nodes import fresh, freeze_all, labels_of, op_name, shape_of
 
 KEEPS_ZERO_MODULES: tuple[type[nn.Module], ...] = (
@@ -285,10 +285,14 @@ def _tie(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | No
     if lb is not None and la is None and isinstance(a, fx.Node) and env.get(a) is CONST:
         a, b, la, lb = b, a, lb, la
     if la is not None and isinstance(b, fx.Node) and env.get(b) is CONST:
-        return _with_constant(node, la, b, g)
+        return with_constant(node, la, b, g)
     if la is not None and not isinstance(b, fx.Node):  # a Python number: x * k keeps zeros, x + k does not
         return la if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_") else None
-    if la is None or lb is None or la.axis != lb.axis or len(la.atoms) != len(lb.atoms):
+    if la is not None and lb is not None and (la.axis != lb.axis or len(la.atoms) != len(lb.atoms)):
+        g.atoms.freeze(la.atoms + lb.atoms, f"{op_name(node)} of tensors whose channels lie on different axes "
+                       "(tokens and features, as in MLP-Mixer)")
+        return None
+    if la is None or lb is None:
         return None
     for x, y in zip(la.atoms, lb.atoms):
         g.atoms.union(x, y)
@@ -296,28 +300,6 @@ def _tie(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | No
     if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_") and NONZERO not in la.ops & lb.ops:
         ops = ops - {NONZERO}  # a product with a zero channel is zero
     return Labels(la.axis, la.atoms, ops)
-
-
-def _with_constant(node: fx.Node, x: Labels, const: fx.Node, g: ChannelGraph) -> Labels:
-    """``x * gamma``, ``x + pos_embed`` with a parameter: it passes when it is one value across channels; a
-    per-channel one is kept whole by compaction, so the channels it meets are kept."""
-    out, shape = shape_of(node) or (), shape_of(const) or ()
-    at = x.axis - (len(out) - len(shape))
-    if 0 <= at < len(shape) and shape[at] != 1:
-        g.atoms.freeze(x.atoms, f"a per-channel parameter ({_source(const)}) in {op_name(node)}")
-    if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_"):
-        return Labels(x.axis, x.atoms, x.ops)
-    return Labels(x.axis, x.atoms, x.ops | {NONZERO})
-
-
-def _source(node: fx.Node) -> str:
-    """The parameter or buffer a constant node is computed from (``blocks.0.gamma``)."""
-    while node.op != "get_attr":
-        parents = [a for a in node.all_input_nodes]
-        if not parents:
-            return node.name
-        node = parents[0]
-    return str(node.target)
 
 
 def _cat(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | None:
