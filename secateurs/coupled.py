@@ -110,7 +110,12 @@ def kept_notes(g: ChannelGraph, mods: dict[str, nn.Module], units: dict[int, lis
     """``"layer: k of n channels kept (why)"`` for each target layer whose channels cannot all be removed."""
     notes = []
     for name in mods:
-        atoms = g.rows.get(name, [])
+        if name not in g.rows:  # a model read by structure: only its recognised blocks have units
+            rows = masking.as_rows(mods[name], masking.original(mods[name])).shape[0]
+            notes.append(f"{name}: {rows} of {rows} channels kept (not attention heads or MLP neurons; a model "
+                         "read by structure keeps its residual stream and other layers)")
+            continue
+        atoms = g.rows[name]
         if name in g.attention:
             atoms = atoms[: len(atoms) // 3]
         stuck = [a for a in atoms if g.atoms.find(a) not in units]

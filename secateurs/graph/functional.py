@@ -7,6 +7,9 @@ Ops that do not keep zero at zero (``sigmoid``, ``x + 1``) pass labels on marked
 :data:`NONZERO`: a product with a zero channel (a squeeze-excitation gate), or a norm whose
 entry is zeroed, makes them zero again; a layer reading them keeps them (``sc.compact`` relies
 on a removed channel being zero). :func:`function` returns :data:`UNKNOWN` for anything else.
+Parameters and what is computed from them alone are :data:`CONST` (:func:`with_constant` says what
+a product or sum with one does); ``F.linear`` / ``F.conv*`` on a layer's own weight is that layer
+(:func:`owning_layer`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .channels import NORMS, ChannelGraph, Labels
-from .nodes import arg, labels_of, shape_of
+from .nodes import arg, flatten_args, labels_of, op_name, shape_of
 
 UNKNOWN = object()
 """Returned by :func:`function` for an op it does not know (the caller freezes its inputs)."""
@@ -47,6 +50,45 @@ SCALAR_OPS = {operator.mul: True, operator.imul: True, torch.mul: True, "mul": T
               "sub_": False, operator.pow: False, torch.pow: False, "pow": False}
 """Arithmetic with a Python number: ``{op: keeps zero at zero}``."""
 NORM_FUNCTIONS = {F.batch_norm, torch.batch_norm}
+CONST = "const"
+"""A node's label when it is computed from parameters, buffers and numbers only (a layer-scale ``gamma``)."""
+LAYER_FUNCTIONS: dict[Any, type[nn.Module]] = {F.linear: nn.Linear, F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d,
+                                               F.conv3d: nn.Conv3d}
+PARAMETRIZED = ".parametrizations.weight"
+
+
+def constant(node: fx.Node, env: dict[fx.Node, Any]) -> bool:
+    """Whether ``node`` reads parameters / buffers (and numbers) only: no channel of the model's input."""
+    nodes = [a for a in flatten_args((node.args, node.kwargs)) if isinstance(a, fx.Node)]
+    return any(env.get(a) is CONST for a in nodes) and all(
+        env.get(a) is CONST or (env.get(a) is None and shape_of(a) is None) for a in nodes)
+
+
+def owning_layer(node: fx.Node, model: nn.Module) -> str | None:
+    """The Linear / conv whose own weight and bias a functional ``F.linear`` / ``F.conv*`` call uses.
+
+    timm's ``Linear`` (a subclass of ``nn.Linear``) is traced into, giving ``F.linear(x, fc.weight, fc.bias)``:
+    that call is the layer ``fc`` (once masked, its weight is read through ``fc.parametrizations.weight``).
+    """
+    if node.op != "call_function" or node.target not in LAYER_FUNCTIONS:
+        return None
+    w, b = arg(node, 1, "weight"), arg(node, 2, "bias")
+    if not isinstance(w, fx.Node) or w.op not in ("get_attr", "call_module"):
+        return None
+    target = str(w.target)
+    if w.op == "get_attr" and target.endswith(".weight"):
+        owner = target[: -len(".weight")]
+    elif w.op == "call_module" and target.endswith(PARAMETRIZED):
+        owner = target[: -len(PARAMETRIZED)]
+    else:
+        return None
+    module = model.get_submodule(owner)
+    if not isinstance(module, LAYER_FUNCTIONS[node.target]) or not (
+            b is None or (isinstance(b, fx.Node) and b.op == "get_attr" and b.target == f"{owner}.bias")):
+        return None
+    if node.target is not F.linear and arg(node, 6, "groups", 1) != module.groups:
+        return None
+    return owner
 
 
 def function(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
@@ -73,7 +115,7 @@ def function(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node
         return Labels(x.axis, x.atoms, x.ops | {"norm"})
     if target in ("permute", torch.permute, "transpose", torch.transpose, "swapaxes", "movedim", torch.movedim):
         return _permuted(node, x)
-    if target in ("view", "reshape", torch.reshape):
+    if target in ("view", "reshape", torch.reshape, "view_as", "reshape_as"):
         return _reshaped(node, x, g)
     if target is operator.getitem:
         return _sliced(node, x, g)
@@ -138,7 +180,13 @@ def _permuted(node: fx.Node, x: Labels) -> Any:
 def _reshaped(node: fx.Node, x: Labels, g: ChannelGraph) -> Any:
     """A reshape that keeps the channel axis, or merges it with the axes after it (a flatten)."""
     inp, out = shape_of(node.args[0]), shape_of(node)
-    if inp is None or out is None or tuple(out[: x.axis]) != tuple(inp[: x.axis]) or len(out) <= x.axis:
+    if inp is None or out is None:
+        return UNKNOWN
+    before, after = math.prod(inp[: x.axis]), math.prod(inp[x.axis + 1 :])
+    for j, size in enumerate(out):  # the channel axis kept whole; the axes before (or after) it merged or split
+        if size == inp[x.axis] and math.prod(out[:j]) == before and math.prod(out[j + 1 :]) == after:
+            return Labels(j, x.atoms, x.ops)
+    if tuple(out[: x.axis]) != tuple(inp[: x.axis]) or len(out) <= x.axis:
         return UNKNOWN
     for end in range(x.axis, len(inp)):
         merged = math.prod(inp[x.axis : end + 1])
@@ -147,6 +195,8 @@ def _reshaped(node: fx.Node, x: Labels, g: ChannelGraph) -> Any:
             return Labels(x.axis, [a for a in x.atoms for _ in range(inner)], x.ops | {"flatten"} if inner > 1 else x.ops)
         if merged > out[x.axis]:
             break
+    g.atoms.freeze(x.atoms, f"a .{getattr(node.target, '__name__', node.target)}() that splits the channel axis "
+                   "(attention heads, a channel shuffle), not followed")
     return UNKNOWN
 
 
@@ -187,3 +237,25 @@ def _pieces(node: fx.Node, x: Labels, g: ChannelGraph) -> Any:
         for k in range(1, int(chunks)):
             g.atoms.union(x.atoms[p], x.atoms[k * size + p])
     return tuple(Labels(x.axis, x.atoms[k * size : (k + 1) * size], x.ops) for k in range(int(chunks)))
+
+
+def source(node: fx.Node) -> str:
+    """The parameter or buffer a constant node is computed from (``blocks.0.gamma``)."""
+    while node.op != "get_attr":
+        parents = node.all_input_nodes
+        if not parents:
+            return node.name
+        node = parents[0]
+    return str(node.target)
+
+
+def with_constant(node: fx.Node, x: Labels, const: fx.Node, g: ChannelGraph) -> Labels:
+    """``x * gamma``, ``x + pos_embed`` with a parameter: it passes when it is one value across channels; a
+    per-channel one is kept whole by compaction, so the channels it meets are kept."""
+    out, shape = shape_of(node) or (), shape_of(const) or ()
+    at = x.axis - (len(out) - len(shape))
+    if 0 <= at < len(shape) and shape[at] != 1:
+        g.atoms.freeze(x.atoms, f"a per-channel parameter ({source(const)}) in {op_name(node)}")
+    if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_"):
+        return Labels(x.axis, x.atoms, x.ops)
+    return Labels(x.axis, x.atoms, x.ops | {NONZERO})

@@ -33,7 +33,7 @@ from ..errors import PruningError
 from ..inputs import evaluating
 from ..modules.attention import ATTENTION, packed
 from .channels import NORMS, Atoms, ChannelGraph, Labels
-from .functional import NONZERO, UNKNOWN, function
+from .functional import CONST, NONZERO, UNKNOWN, constant, function, owning_layer, with_constant
 from .nodes import fresh, freeze_all, labels_of, op_name, shape_of
 
 KEEPS_ZERO_MODULES: tuple[type[nn.Module], ...] = (
@@ -116,7 +116,7 @@ def _visit(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node, 
     if node.op == "placeholder":
         return fresh(node, g, "the model's input")
     if node.op == "get_attr":
-        return None
+        return CONST
     if node.op == "output":
         freeze_all(node.args, env, g, "the model's output")
         return None
@@ -237,6 +237,11 @@ def _flattened(x: Labels, shape: tuple[int, ...], start: int, end: int, g: Chann
 
 
 def _function(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node, Any]) -> Any:
+    owner = owning_layer(node, model)
+    if owner is not None:  # F.linear(x, fc.weight, fc.bias): the layer fc, traced into
+        return _module(node, model.get_submodule(owner), owner, g, env)
+    if constant(node, env):
+        return CONST
     known = function(node, model, g, env)
     if known is not UNKNOWN:
         return known
@@ -277,9 +282,17 @@ def _tie(node: fx.Node, g: ChannelGraph, env: dict[fx.Node, Any]) -> Labels | No
     a = node.args[0]
     b = node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
     la, lb = labels_of(a, env), labels_of(b, env)
+    if lb is not None and la is None and isinstance(a, fx.Node) and env.get(a) is CONST:
+        a, b, la, lb = b, a, lb, la
+    if la is not None and isinstance(b, fx.Node) and env.get(b) is CONST:
+        return with_constant(node, la, b, g)
     if la is not None and not isinstance(b, fx.Node):  # a Python number: x * k keeps zeros, x + k does not
         return la if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_") else None
-    if la is None or lb is None or la.axis != lb.axis or len(la.atoms) != len(lb.atoms):
+    if la is not None and lb is not None and (la.axis != lb.axis or len(la.atoms) != len(lb.atoms)):
+        g.atoms.freeze(la.atoms + lb.atoms, f"{op_name(node)} of tensors whose channels lie on different axes "
+                       "(tokens and features, as in MLP-Mixer)")
+        return None
+    if la is None or lb is None:
         return None
     for x, y in zip(la.atoms, lb.atoms):
         g.atoms.union(x, y)

@@ -11,6 +11,7 @@ attention, separate  ``query/key/value`` + ``output.dense``      BERT, RoBERTa, 
                      ``q_lin/k_lin/v_lin/out_lin``               DistilBERT
                      ``q_proj/k_proj/v_proj/o_proj``             Llama, Mistral, Qwen2 (GQA)
 attention, fused     ``c_attn`` + ``c_proj`` (Conv1D)            GPT-2
+                     ``qkv`` + ``proj``                          timm ViT, DeiT, Swin
 attention, packed    ``nn.MultiheadAttention``                   torch Transformer layers
 MLP                  in -> activation -> out                     every family above
 MLP, gated           ``act(gate) * up`` -> ``down``              Llama, Mistral, Qwen2
@@ -37,9 +38,14 @@ SEPARATE: tuple[tuple[str, str, str, str, str], ...] = (
     ("q_lin", "k_lin", "v_lin", "out_lin", ""),
     ("q_proj", "k_proj", "v_proj", "o_proj", ""),
 )
-FUSED: tuple[tuple[str, str], ...] = (("c_attn", "c_proj"),)
-# timm's fused ("qkv", "proj") is not listed: its forward reshapes the heads' output to the input width
-# (``reshape(B, N, C)``), so a block with fewer heads needs a replacement module, not new sizes.
+FUSED: tuple[tuple[str, str], ...] = (("c_attn", "c_proj"), ("qkv", "proj"))
+MIXING = ("norm", "gate")
+"""Submodules of a fused attention block between its heads and its output projection (timm's ``scale_norm``
+LayerNorm over every head, its sigmoid ``gate`` Linear): when one is present (not ``nn.Identity``), a removed
+head would change the others' outputs, so the heads are kept and the block says why."""
+HEAD_PARAMS = {"relative_position_bias_table": 1}
+"""Parameters of an attention module with one slice per head: ``{name: axis of the heads}`` (Swin's relative
+position biases). Compaction keeps the slices of the heads it keeps."""
 ACTIVATIONS = ("act", "act_fn", "activation", "activation_fn", "intermediate_act_fn")
 """Where the activation between an MLP's projections is found: an attribute of the block or of its first
 projection's parent."""
@@ -54,7 +60,7 @@ MLPS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 HEAD_SIZE = ("attention_head_size", "head_dim", "head_size")
 SCALED = ("num_attention_heads", "num_heads", "n_heads", "n_head", "num_key_value_heads", "num_kv_heads",
-          "all_head_size", "split_size")
+          "all_head_size", "split_size", "attn_dim")
 """Integer attributes of an attention module that count its heads (or their total width): compaction
 scales them by the fraction of heads kept (whole key/value groups go, so q and kv counts shrink alike)."""
 TORCH_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
@@ -77,6 +83,7 @@ class Attention:
     heads: int
     kv_heads: int
     packed: bool = False
+    kept: str = ""  # why the heads cannot be removed ("" when they can)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class Mlp:
     out: str
     activation: Callable[..., object] | None
     width: int
+    kept: str = ""  # why the neurons cannot be removed ("" when they can)
 
 
 def _join(prefix: str, rel: str) -> str:
@@ -138,7 +146,17 @@ def _fused(name: str, block: nn.Module) -> Iterator[Attention]:
         width = _width(b, out=False)
         if _width(a) != 3 * width or width % heads:
             continue
-        yield Attention(_join(name, qkv), None, None, _join(name, o), name, width // heads, heads, heads)
+        yield Attention(_join(name, qkv), None, None, _join(name, o), name, width // heads, heads, heads,
+                        kept=_mixing(name, block))
+
+
+def _mixing(name: str, block: nn.Module) -> str:
+    """Why a block's units cannot be removed: a module between them and the output projection that mixes them."""
+    for attr in MIXING:
+        m = getattr(block, attr, None)
+        if isinstance(m, nn.Module) and not isinstance(m, nn.Identity):
+            return f"{type(m).__name__} {_join(name, attr)!r} between them and the output projection, not followed"
+    return ""
 
 
 def attention_blocks(model: nn.Module) -> list[Attention]:
@@ -172,7 +190,8 @@ def mlp_blocks(model: nn.Module) -> list[Mlp]:
             parent = block.get_submodule(inputs[0].rpartition(".")[0]) if "." in inputs[0] else block
             fns = [getattr(h, a, None) for h in (block, parent) for a in ACTIVATIONS]
             fn = next((f for f in fns if callable(f)), None)
-            out.append(Mlp(tuple(_join(name, p) for p in inputs), _join(name, o), fn, widths.pop()))
+            out.append(Mlp(tuple(_join(name, p) for p in inputs), _join(name, o), fn, widths.pop(),
+                           kept=_mixing(name, block) if inputs == ("fc1",) else ""))
             break
     return out
 

@@ -1,7 +1,7 @@
 """Transformer blocks: attention heads and MLP neurons, found by structure.
 
 For models whose attention :mod:`.patterns` recognises (Hugging Face BERT, RoBERTa,
-DistilBERT, GPT-2, Llama / Mistral / Qwen2, ViT; torch's own
+DistilBERT, GPT-2, Llama / Mistral / Qwen2, ViT; timm ViT, DeiT, Swin; torch's own
 ``nn.TransformerEncoderLayer`` / ``DecoderLayer``) the channel graph is built from
 the module structure instead of a trace:
 
@@ -33,8 +33,9 @@ def recognised(model: nn.Module) -> bool:
 
 def _heads(g: ChannelGraph, a: Attention) -> None:
     rep, size = a.heads // a.kv_heads, a.head_size
-    q = g.atoms.new(a.heads * size)
-    k, v = g.atoms.new(a.kv_heads * size), g.atoms.new(a.kv_heads * size)
+    frozen = {"frozen": True, "reason": a.kept} if a.kept else {}
+    q = g.atoms.new(a.heads * size, **frozen)
+    k, v = g.atoms.new(a.kv_heads * size, **frozen), g.atoms.new(a.kv_heads * size, **frozen)
     for group in range(a.kv_heads):  # one unit: a key/value head and the query heads that read it
         root = k[group * size]
         for atoms, lo, hi in ((q, group * rep * size, (group + 1) * rep * size),
@@ -55,7 +56,9 @@ def _heads(g: ChannelGraph, a: Attention) -> None:
 
 def _mlp(g: ChannelGraph, m: Mlp) -> None:
     gated = len(m.inputs) > 1
-    atoms = g.atoms.new(m.width, frozen=not (gated or keeps_zero(m.activation)))
+    zero = gated or keeps_zero(m.activation)
+    why = m.kept or ("" if zero else f"the activation before {m.out!r} does not map 0 to 0")
+    atoms = g.atoms.new(m.width, frozen=bool(why), reason=why or "")
     for name in m.inputs:
         g.rows[name] = atoms
     g.cols[m.out] = atoms

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .. import masking
 from ..graph import NORMS, ChannelGraph, analyse
-from ..graph.patterns import SCALED
+from ..graph.patterns import HEAD_PARAMS, SCALED
 from ..inputs import as_inputs, call_model, check_same, evaluating, first_tensor
 from ..modules.attention import row_tensors
 from .records import apply, record
@@ -102,6 +102,9 @@ def plan(model: nn.Module, g: ChannelGraph) -> dict[str, dict[str, Any]]:
             attrs = {a: getattr(holder, a) * kept // len(atoms) for a in SCALED
                      if isinstance(getattr(holder, a, None), int) and not isinstance(getattr(holder, a), bool)}
             out.setdefault(name, {})["attrs"] = attrs
+            if any(hasattr(holder, p) for p in HEAD_PARAMS):  # one slice per head (Swin's position biases)
+                heads = [h // size for h in range(0, len(atoms), size) if g.atoms.find(atoms[h]) not in dead]
+                out[name]["head_params"] = heads
     return out
 
 

@@ -5,6 +5,8 @@ A record is a list of *steps*; a step maps module names to changes:
 - ``{"rows": [...], "cols": [...], "norm": [...]}``: the output rows, input columns or norm
   entries kept (:func:`shrink`);
 - ``{"attrs": {...}}``: attributes set with them (a Hugging Face attention's head count);
+- ``{"head_params": [...]}``: the heads kept in an attention module's per-head parameters
+  (:data:`~secateurs.graph.patterns.HEAD_PARAMS`, Swin's relative position biases);
 - ``{"heads": [...]}``: the heads of an ``nn.MultiheadAttention`` kept (it is replaced by a
   :class:`~secateurs.modules.attention.PrunedMultiheadAttention`);
 - ``{"runtime": {"keep": k, "hidden": h}}``: the conv wrapped by a runtime gate (:mod:`.gates`).
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 
 from .. import masking
 from ..errors import PruningError
-from ..graph.patterns import SCALED
+from ..graph.patterns import HEAD_PARAMS, SCALED
 from ..modules.attention import PrunedMultiheadAttention
 from ..progress import track
 from .gates import RuntimeGate, wrap_convs
@@ -57,6 +59,9 @@ def shrink(module: nn.Module, change: dict[str, Any]) -> None:
     """Apply one module's entry of a plan (rows, cols, norm, attrs) in place."""
     for attr, value in change.get("attrs", {}).items():
         setattr(module, attr, value)
+    for name, axis in HEAD_PARAMS.items():
+        if "head_params" in change and getattr(module, name, None) is not None:
+            _set(module, name, _take(getattr(module, name), axis, change["head_params"]))
     if "norm" in change:
         idx = change["norm"]
         for name in ("weight", "bias", "running_mean", "running_var"):
@@ -94,7 +99,7 @@ attention module, :data:`secateurs.graph.patterns.SCALED`): anything else in a f
 MAX_HIDDEN = 4096
 """The widest side network a ``runtime`` record may ask for (gates use 16 by default)."""
 
-_KEYS = {"rows", "cols", "norm", "attrs", "heads", "runtime"}
+_KEYS = {"rows", "cols", "norm", "attrs", "heads", "head_params", "runtime"}
 
 
 def _indices(value: Any, size: int, where: str) -> None:
@@ -132,6 +137,12 @@ def _check_change(model: nn.Module, name: str, change: Any) -> None:
             hasattr(module, a) and type(v) is int and 0 < v <= getattr(module, a) for a, v in attrs.items()):
         raise PruningError(f"surgery record {where}: attrs may only lower {sorted(ATTRS)} on a module that has "
                            f"them, got {str(attrs)[:60]!r}")
+    if "head_params" in change:
+        sizes = {getattr(module, p).shape[axis] for p, axis in HEAD_PARAMS.items() if hasattr(module, p)}
+        if len(sizes) != 1:
+            raise PruningError(f"surgery record {where}: head_params apply to a module with one of "
+                               f"{sorted(HEAD_PARAMS)}, not {type(module).__name__}")
+        _indices(change["head_params"], sizes.pop(), f"{where} head_params")
     if "heads" in change:
         if not isinstance(module, (nn.MultiheadAttention, PrunedMultiheadAttention)):
             raise PruningError(f"surgery record {where}: heads apply to attention, not {type(module).__name__}")

@@ -104,7 +104,35 @@ class _Permute(nn.Module):
         return self.head(x.permute(0, 3, 1, 2))
 
 
-CASES = {"assert": (_Assert, "a"), "bn_act": (_BNActNet, "a"), "squeeze_excite": (_SE, "a"),
+class _TimmLinear(nn.Linear):
+    """timm's ``Linear``: an ``nn.Linear`` subclass fx traces into, giving ``F.linear(x, fc.weight, fc.bias)``."""
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class _FunctionalLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.fc = nn.Conv2d(3, 16, 3), _TimmLinear(16, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(torch.relu(self.a(x)), 1), 1))
+
+
+class _Scale(nn.Module):
+    """A learned scale: one value for every channel passes them; one per channel (``per_channel``) keeps them."""
+
+    def __init__(self, per_channel=False):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 16, 3), nn.Conv2d(16, 8, 1), _Head(8)
+        self.gamma = nn.Parameter(torch.full((16 if per_channel else 1,), 0.5))
+
+    def forward(self, x):
+        return self.head(self.b(torch.relu(self.a(x).mul(self.gamma.reshape(1, -1, 1, 1)))))
+
+
+CASES = {"assert": (_Assert, "a"), "functional_linear": (_FunctionalLinear, "a"), "layer_scale": (_Scale, "a"), "bn_act": (_BNActNet, "a"), "squeeze_excite": (_SE, "a"),
          "grouped": (lambda: _Grouped(4), "a"), "depthwise_x2": (lambda: _Grouped(16, 32), "a"),
          "chunk": (_Chunk, "a"), "permute_layer_norm": (_Permute, "fc1")}
 
@@ -124,7 +152,7 @@ def test_half_of_the_channels_go_and_compaction_keeps_the_outputs(case):
         assert {n.split(":")[0] for n in result.notes} == {"a", "fc2", "head.fc"}
         assert "LayerNorm over channels" in " ".join(result.notes)
     else:  # only the classifier's outputs stay
-        assert [n.split(":")[0] for n in result.notes] == ["head.fc"]
+        assert [n.split(":")[0] for n in result.notes] == ["fc" if case == "functional_linear" else "head.fc"]
     assert len([w for w in caught if "less than asked" in str(w.message)]) == 1
     small = sc.compact(m, (x,))
     assert getattr(small, first).weight.shape[0] == rows // 2
@@ -181,3 +209,9 @@ def test_a_slice_with_traced_bounds_freezes_its_channels_with_a_warning():
     with pytest.warns(UserWarning, match=r"a: 16 of 16 channels kept \(a slice that cuts the channel axis\)"):
         sc.prune(model, 0.5, granularity="channel", scope="local", example_inputs=(torch.randn(1, 3, 8, 8),))
     assert sc.masks(model)["b.weight"].reshape(8, -1).all(dim=1).sum() == 4  # b's own filters still pruned
+
+
+def test_a_per_channel_parameter_keeps_the_channels_it_scales_and_names_it():
+    m = _Scale(per_channel=True).eval()
+    with pytest.warns(UserWarning, match=r"a: 16 of 16 channels kept \(a per-channel parameter \(gamma\) in \.mul"):
+        sc.prune(m, 0.5, granularity="channel", scope="local", example_inputs=(torch.randn(1, 3, 8, 8),))
