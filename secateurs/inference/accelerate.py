@@ -11,8 +11,10 @@ on the layer's shape, its sparsity, the batch and the machine. So instead of gue
    ``torch.sparse``), ``compact`` (its all-zero rows/columns dropped), ``2:4``
    (``torch.sparse.to_sparse_semi_structured``, CUDA with fp16/bf16 weights only), and
    secateurs' own CPU kernels (:mod:`.fast`): ``bitmask`` (kept values + a bitmask, any
-   sparsity) and ``n:m`` (N:M-sparse weights, e.g. 2:4, half the values + 2-bit indices);
-   these two are not offered where the kernels could not be compiled (one warning says so).
+   sparsity), ``index16`` (kept values + their 16-bit columns: work in proportion to the kept
+   weights, for high sparsity) and ``n:m`` (N:M-sparse weights, e.g. 2:4, half the values +
+   2-bit indices); these three are not offered where the kernels could not be compiled (one
+   warning says so).
 
 A candidate is kept only when it is at least ``min_gain`` faster than dense and its
 outputs match; otherwise the layer stays dense (masks baked in), so the result is never
@@ -35,10 +37,10 @@ from .. import masking
 from ..errors import PruningError
 from ..inputs import as_inputs, call_model, check_same, run_example, same
 from ..surgery.compact import compact
-from .fast import bitmask_linear, nm_linear
+from .fast import bitmask_linear, index16_linear, nm_linear
 from .kernels import CsrLinear, compact_linear, semi_structured_linear
 
-PATHS = ("dense", "csr", "compact", "2:4", "bitmask", "n:m")
+PATHS = ("dense", "csr", "compact", "2:4", "bitmask", "index16", "n:m")
 """Every path :func:`accelerate` knows, in the order it tries them."""
 
 Timer = Callable[[str, dict[str, Callable[[], object]]], dict[str, float]]
@@ -49,6 +51,7 @@ _BUILDERS: dict[str, Callable[[nn.Linear], nn.Module | None]] = {
     "compact": compact_linear,
     "2:4": semi_structured_linear,
     "bitmask": bitmask_linear,
+    "index16": index16_linear,
     "n:m": nm_linear,
 }
 

@@ -11,8 +11,8 @@ from torch import nn
 import secateurs as sc
 from secateurs.errors import PruningError
 from secateurs.inference import build
-from secateurs.inference.fast import (PAD, BitmaskLinear, NMLinear, bitmask_linear, load_bitmask_linear, nm_linear,
-                                      nm_pattern)
+from secateurs.inference.fast import (PAD, BitmaskLinear, Index16Linear, NMLinear, bitmask_linear, index16_linear,
+                                      load_bitmask_linear, nm_linear, nm_pattern)
 
 pytestmark = pytest.mark.skipif(not build.available(), reason="the sparse CPU kernels could not be compiled here")
 
@@ -67,6 +67,26 @@ def test_bitmask_equals_dense(isa, dtype, batch, density):
         assert isinstance(fast, BitmaskLinear)
         assert fast.values.numel() - PAD == int((layer.weight != 0).sum())
         assert_close(fast, layer, torch.randn(batch, cols).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch", [1, 5, 64])
+@pytest.mark.parametrize("density", [0.5, 0.1, 0.0])
+def test_index16_equals_dense(isa, dtype, batch, density):
+    # 300 columns: rows with 16 n + r kept weights for many r (the masked tails), and empty rows at density 0
+    for seed, (rows, cols) in enumerate([(37, 300), (6, 13)]):
+        layer = pruned(rows, cols, density, dtype, seed=seed)
+        fast = index16_linear(layer)
+        assert isinstance(fast, Index16Linear)
+        kept = layer.weight != 0
+        assert fast.values.numel() - PAD == int(kept.sum())
+        assert torch.equal(fast.idx[: int(kept.sum())].long(), kept.nonzero()[:, 1])
+        assert_close(fast, layer, torch.randn(batch, cols).to(dtype))
+
+
+def test_index16_takes_at_most_65536_inputs():
+    layer = nn.Linear(65537, 1, bias=False)
+    assert index16_linear(layer) is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
