@@ -11,6 +11,7 @@ from torch import nn
 import secateurs as sc
 from secateurs.errors import PruningError
 from secateurs.inference import build
+from secateurs.inference.kernels import Pointwise
 from secateurs.inference.fast import (PAD, BitmaskLinear, Index16Linear, NMLinear, bitmask_linear, index16_linear,
                                       load_bitmask_linear, nm_linear, nm_pattern)
 
@@ -173,6 +174,34 @@ def test_accelerate_uses_them_when_timed_faster():
     result = sc.accelerate(model, (x,), candidates=["bitmask"], timer=timer)
     assert isinstance(result.model[2], BitmaskLinear)
     assert "bitmask" in result.table()
+
+
+def test_accelerate_runs_pointwise_convolutions_on_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 48, 1), nn.ReLU(),
+                          nn.Conv2d(48, 16, 1, stride=2))
+    sc.prune(model, 0.9, scope="local")
+    x = torch.randn(2, 3, 9, 9)
+
+    def timer(_, runs):
+        for run in runs.values():
+            run()
+        return {p: {"index16": 1.0, "bitmask": 2.0}.get(p, 10.0) for p in runs}
+
+    result = sc.accelerate(model, (x,), timer=timer)
+    chosen = {c.name: c.path for c in result.layers}
+    assert chosen == {"2": "index16", "4": "index16"}  # the 3x3 convolution is not a candidate
+    assert isinstance(result.model[4], Pointwise) and isinstance(result.model[4].linear, Index16Linear)
+    with torch.no_grad():
+        assert torch.allclose(result.model(x), model(x), atol=1e-5)
+
+
+def test_index16_from_a_loaded_bitmask(tmp_path):
+    model, path = saved(tmp_path, 64, 0.9)
+    fast = Index16Linear.from_bitmask(load_bitmask_linear(path, "0"))
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model[0](x), atol=1e-5)
 
 
 def saved(tmp_path, cols, sparsity):
