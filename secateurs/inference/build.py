@@ -89,7 +89,7 @@ def extension(source: Path | None = None) -> ModuleType | None:
             _state[key] = _compile(source or SOURCE)
         except Exception as exc:  # any build or load failure: the torch paths serve instead
             warnings.warn(f"secateurs: the sparse CPU kernels are not available ({exc}); sc.accelerate will not "
-                          "offer the 'bitmask' and 'n:m' paths", RuntimeWarning, stacklevel=2)
+                          "offer the 'bitmask', 'index16' and 'n:m' paths", RuntimeWarning, stacklevel=2)
             _state[key] = None
     return _state[key]
 
