@@ -7,12 +7,14 @@ on the layer's shape, its sparsity, the batch and the machine. So instead of gue
 1. whole model: a finalized copy (``dense``) against :func:`secateurs.compact` (``compact``,
    when whole channels are zero and the model can be traced) — this is what pays off for
    channel-pruned CNNs;
-2. then each Linear with zeros in its weight: ``dense`` against ``csr`` (CSR weight,
+2. then each Linear (and each 1×1 convolution, as a Linear over its channels) with zeros in its weight: ``dense`` against ``csr`` (CSR weight,
    ``torch.sparse``), ``compact`` (its all-zero rows/columns dropped), ``2:4``
    (``torch.sparse.to_sparse_semi_structured``, CUDA with fp16/bf16 weights only), and
    secateurs' own CPU kernels (:mod:`.fast`): ``bitmask`` (kept values + a bitmask, any
-   sparsity) and ``n:m`` (N:M-sparse weights, e.g. 2:4, half the values + 2-bit indices);
-   these two are not offered where the kernels could not be compiled (one warning says so).
+   sparsity), ``index16`` (kept values + their 16-bit columns: work in proportion to the kept
+   weights, for high sparsity) and ``n:m`` (N:M-sparse weights, e.g. 2:4, half the values +
+   2-bit indices); these three are not offered where the kernels could not be compiled (one
+   warning says so).
 
 A candidate is kept only when it is at least ``min_gain`` faster than dense and its
 outputs match; otherwise the layer stays dense (masks baked in), so the result is never
@@ -35,10 +37,10 @@ from .. import masking
 from ..errors import PruningError
 from ..inputs import as_inputs, call_model, check_same, run_example, same
 from ..surgery.compact import compact
-from .fast import bitmask_linear, nm_linear
-from .kernels import CsrLinear, compact_linear, semi_structured_linear
+from .fast import bitmask_linear, index16_linear, nm_linear
+from .kernels import CsrLinear, Pointwise, as_linear, compact_linear, is_pointwise, semi_structured_linear
 
-PATHS = ("dense", "csr", "compact", "2:4", "bitmask", "n:m")
+PATHS = ("dense", "csr", "compact", "2:4", "bitmask", "index16", "n:m")
 """Every path :func:`accelerate` knows, in the order it tries them."""
 
 Timer = Callable[[str, dict[str, Callable[[], object]]], dict[str, float]]
@@ -49,13 +51,14 @@ _BUILDERS: dict[str, Callable[[nn.Linear], nn.Module | None]] = {
     "compact": compact_linear,
     "2:4": semi_structured_linear,
     "bitmask": bitmask_linear,
+    "index16": index16_linear,
     "n:m": nm_linear,
 }
 
 
 @dataclass(frozen=True)
 class LayerChoice:
-    """What :func:`accelerate` chose for one Linear.
+    """What :func:`accelerate` chose for one Linear or 1×1 convolution.
 
     Attributes:
         name: qualified module name.
@@ -86,7 +89,7 @@ class AccelerateResult:
         structure: ``"compact"`` when the whole model was compacted first, else ``"dense"``.
         model_times: seconds per forward pass of the whole-model candidates (empty when
             compaction did not apply).
-        layers: one :class:`LayerChoice` per Linear that has zeros in its weight.
+        layers: one :class:`LayerChoice` per Linear or 1×1 convolution that has zeros in its weight.
     """
 
     model: nn.Module
@@ -138,7 +141,7 @@ def accelerate(model: nn.Module, example_inputs: Any, *, repeats: int = 10, min_
         reference = run_example(model, inputs)
         fast, structure, model_times = _whole_model(model, inputs, candidates, time_all, min_gain)
         layers = [_choose(fast, name, x, candidates, time_all, min_gain)
-                  for name, x in _linear_inputs(fast, inputs).items()]
+                  for name, x in _layer_inputs(fast, inputs).items()]
         check_same(reference, run_example(fast, inputs), "accelerate")
     fast.requires_grad_(False)  # for inference: the layers kept dense must not build autograd graphs either
     return AccelerateResult(fast, structure, model_times, layers)
@@ -212,12 +215,13 @@ def _has_dead_rows(model: nn.Module) -> bool:
     return False
 
 
-def _linear_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Tensor]:
-    """``{name: its first input}`` for every Linear with a zero in its weight, from one forward pass."""
+def _layer_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Tensor]:
+    """``{name: its first input}`` for every Linear and 1×1 convolution with a zero in its weight, from one
+    forward pass."""
     seen: dict[str, Tensor] = {}
     hooks = []
     for name, layer in model.named_modules():
-        if isinstance(layer, nn.Linear) and not bool(layer.weight.detach().all()):
+        if (isinstance(layer, nn.Linear) or is_pointwise(layer)) and not bool(layer.weight.detach().all()):
             def keep(_: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
                 seen.setdefault(name, args[0].detach())
             hooks.append(layer.register_forward_pre_hook(keep))
@@ -231,12 +235,16 @@ def _linear_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, Tenso
 
 def _choose(model: nn.Module, name: str, x: Tensor, candidates: Sequence[str], time_all: Timer,
             min_gain: float) -> LayerChoice:
-    """Time the candidates for one Linear on its input ``x``; put the winner in place."""
+    """Time the candidates for one Linear (or 1×1 convolution) on its input ``x``; put the winner in place."""
     layer = model.get_submodule(name)
     reference = layer(x)
     options: dict[str, nn.Module] = {"dense": layer}
+    pointwise = is_pointwise(layer)
+    linear = as_linear(layer) if pointwise else layer
     for path in candidates:
-        built = _BUILDERS[path](layer) if path in _BUILDERS else None
+        built = _BUILDERS[path](linear) if path in _BUILDERS else None
+        if built is not None and pointwise:
+            built = Pointwise(built, layer.stride)
         if built is not None and _agrees(built, x, reference):
             options[path] = built
     times = time_all(name, {path: (lambda m=m: m(x)) for path, m in options.items()})

@@ -26,7 +26,9 @@ from torch.utils import cpp_extension
 SOURCE = Path(__file__).parent / "csrc" / "sparse_cpu.cpp"
 COMPILE_SECONDS = 600
 """Most seconds the first compile may take before the kernels are given up for this process."""
-FLAGS = ["-O3", "-fno-math-errno"]
+FLAGS = ["-O3", "-fno-math-errno", "-fopenmp"]
+"""``-fopenmp``: ``at::parallel_for`` is inline in torch's headers and runs on one thread unless the extension is
+compiled with OpenMP; the library then links ``libgomp.so.1``, the same runtime torch has already loaded."""
 
 _state: dict[str, ModuleType | None] = {}
 
@@ -46,7 +48,7 @@ def _load(source: Path, name: str) -> ModuleType:
     before = os.environ.get("PATH", "")
     os.environ["PATH"] = _path_with_ninja()
     try:
-        return cpp_extension.load(name, [str(source)], extra_cflags=FLAGS, verbose=False)
+        return cpp_extension.load(name, [str(source)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"], verbose=False)
     finally:
         os.environ["PATH"] = before
 
@@ -87,7 +89,7 @@ def extension(source: Path | None = None) -> ModuleType | None:
             _state[key] = _compile(source or SOURCE)
         except Exception as exc:  # any build or load failure: the torch paths serve instead
             warnings.warn(f"secateurs: the sparse CPU kernels are not available ({exc}); sc.accelerate will not "
-                          "offer the 'bitmask' and 'n:m' paths", RuntimeWarning, stacklevel=2)
+                          "offer the 'bitmask', 'index16' and 'n:m' paths", RuntimeWarning, stacklevel=2)
             _state[key] = None
     return _state[key]
 

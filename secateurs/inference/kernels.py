@@ -8,6 +8,7 @@ replaces, but stores and multiplies ``W`` differently:
   with ``torch.addmm``; pays off at high unstructured sparsity.
 - :class:`CompactLinear`: the rows and columns of ``W`` that are entirely zero are
   dropped; the smaller product is scattered back into the bias.
+- :class:`Pointwise`: a 1×1 convolution run by any of these (or of :mod:`.fast`'s) over its channels.
 - :class:`SemiStructuredLinear`: a 2:4 weight as ``torch.sparse.to_sparse_semi_structured``
   (fp16/bf16 on a CUDA GPU with sparse tensor cores).
 
@@ -102,6 +103,43 @@ class CompactLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"kept={tuple(self.weight.shape)}")
+
+
+class Pointwise(nn.Module):
+    """A 1×1 convolution (one group, no padding, any stride) run by a Linear stand-in over its channels.
+
+    ``y[b, :, i, j] = W x[b, :, i·s, j·s] + bias``: the stand-in (:class:`CsrLinear`, a sparse layer of
+    :mod:`.fast`, ...) multiplies the channel vector of every position at once.
+    """
+
+    def __init__(self, linear: nn.Module, stride: tuple[int, int]) -> None:
+        super().__init__()
+        self.linear, self.stride = linear, tuple(stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride != (1, 1):
+            x = x[..., :: self.stride[0], :: self.stride[1]]
+        return self.linear(x.movedim(1, -1)).movedim(-1, 1)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"
+
+
+def is_pointwise(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a 1×1 ``nn.Conv2d`` with one group and no padding (a Linear over channels)."""
+    return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.groups == 1
+            and layer.padding in ((0, 0), "valid") and layer.padding_mode == "zeros")
+
+
+def as_linear(conv: nn.Conv2d) -> nn.Linear:
+    """The ``nn.Linear`` over channels that a pointwise ``conv`` computes at each position (weights shared)."""
+    linear = nn.Linear(conv.in_channels, conv.out_channels, bias=conv.bias is not None,
+                       device="meta", dtype=conv.weight.dtype)
+    linear.weight = nn.Parameter(conv.weight.detach().reshape(conv.out_channels, conv.in_channels),
+                                 requires_grad=False)
+    if conv.bias is not None:
+        linear.bias = nn.Parameter(conv.bias.detach(), requires_grad=False)
+    return linear
 
 
 def compact_linear(layer: nn.Linear) -> CompactLinear | None:

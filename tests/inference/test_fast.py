@@ -11,8 +11,9 @@ from torch import nn
 import secateurs as sc
 from secateurs.errors import PruningError
 from secateurs.inference import build
-from secateurs.inference.fast import (PAD, BitmaskLinear, NMLinear, bitmask_linear, load_bitmask_linear, nm_linear,
-                                      nm_pattern)
+from secateurs.inference.kernels import Pointwise
+from secateurs.inference.fast import (PAD, BitmaskLinear, Index16Linear, NMLinear, bitmask_linear, index16_linear,
+                                      load_bitmask_linear, nm_linear, nm_pattern)
 
 pytestmark = pytest.mark.skipif(not build.available(), reason="the sparse CPU kernels could not be compiled here")
 
@@ -67,6 +68,26 @@ def test_bitmask_equals_dense(isa, dtype, batch, density):
         assert isinstance(fast, BitmaskLinear)
         assert fast.values.numel() - PAD == int((layer.weight != 0).sum())
         assert_close(fast, layer, torch.randn(batch, cols).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch", [1, 5, 64])
+@pytest.mark.parametrize("density", [0.5, 0.1, 0.0])
+def test_index16_equals_dense(isa, dtype, batch, density):
+    # 300 columns: rows with 16 n + r kept weights for many r (the masked tails), and empty rows at density 0
+    for seed, (rows, cols) in enumerate([(37, 300), (6, 13)]):
+        layer = pruned(rows, cols, density, dtype, seed=seed)
+        fast = index16_linear(layer)
+        assert isinstance(fast, Index16Linear)
+        kept = layer.weight != 0
+        assert fast.values.numel() - PAD == int(kept.sum())
+        assert torch.equal(fast.idx[: int(kept.sum())].long(), kept.nonzero()[:, 1])
+        assert_close(fast, layer, torch.randn(batch, cols).to(dtype))
+
+
+def test_index16_takes_at_most_65536_inputs():
+    layer = nn.Linear(65537, 1, bias=False)
+    assert index16_linear(layer) is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -153,6 +174,34 @@ def test_accelerate_uses_them_when_timed_faster():
     result = sc.accelerate(model, (x,), candidates=["bitmask"], timer=timer)
     assert isinstance(result.model[2], BitmaskLinear)
     assert "bitmask" in result.table()
+
+
+def test_accelerate_runs_pointwise_convolutions_on_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 48, 1), nn.ReLU(),
+                          nn.Conv2d(48, 16, 1, stride=2))
+    sc.prune(model, 0.9, scope="local")
+    x = torch.randn(2, 3, 9, 9)
+
+    def timer(_, runs):
+        for run in runs.values():
+            run()
+        return {p: {"index16": 1.0, "bitmask": 2.0}.get(p, 10.0) for p in runs}
+
+    result = sc.accelerate(model, (x,), timer=timer)
+    chosen = {c.name: c.path for c in result.layers}
+    assert chosen == {"2": "index16", "4": "index16"}  # the 3x3 convolution is not a candidate
+    assert isinstance(result.model[4], Pointwise) and isinstance(result.model[4].linear, Index16Linear)
+    with torch.no_grad():
+        assert torch.allclose(result.model(x), model(x), atol=1e-5)
+
+
+def test_index16_from_a_loaded_bitmask(tmp_path):
+    model, path = saved(tmp_path, 64, 0.9)
+    fast = Index16Linear.from_bitmask(load_bitmask_linear(path, "0"))
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model[0](x), atol=1e-5)
 
 
 def saved(tmp_path, cols, sparsity):

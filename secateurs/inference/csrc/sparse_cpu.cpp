@@ -2,11 +2,13 @@
 //
 // Layouts (built in Python, see fast.py):
 //   bitmask: mask uint8 [N, KB] (column c of row r is bit 7 - c % 8 of byte r*KB + c / 8, most significant
-//            bit first, as secateurs.storage.sparse stores it), values [nnz + 8] (kept values, row-major,
-//            8 zeros of padding), offsets int64 [N + 1] (where each row's values start).
+//            bit first, as secateurs.storage.sparse stores it), values [nnz + 16] (kept values, row-major,
+//            16 zeros of padding), offsets int64 [N + 1] (where each row's values start).
 //   N:M:     values [N, G*n] (n per group of m columns, a group with fewer is padded with zeros),
 //            idx uint8 [N, RB] (the column of each value inside its group, `bits` bits each, least
 //            significant first).
+//   index16: values [nnz + 16] as for bitmask, idx uint16 [nnz + 16] (each value's column), offsets int64 [N + 1];
+//            the work is proportional to the kept weights, not to all of them (columns < 65,536).
 // Values are float32 or bfloat16; x and y are float32. The ISA is chosen at run time: AVX-512 (F/BW/VL/VBMI2:
 // expanding loads) or AVX2+FMA where the CPU has it, else portable C++ (set_isa lowers it, for tests).
 #include <torch/extension.h>
@@ -16,18 +18,19 @@
 #include <cstring>
 
 #define T256 __attribute__((target("avx2,fma,popcnt,bmi,bmi2,lzcnt")))
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,avx2,fma,popcnt,bmi,bmi2,lzcnt")))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,gfni,avx2,fma,popcnt,bmi,bmi2,lzcnt")))
 
 namespace {
 
-int g_isa = -1;  // -1: not detected yet; 0: portable; 1: AVX2 + FMA; 2: AVX-512 (F, BW, VL, VBMI2)
+int g_isa = -1;  // -1: not detected yet; 0: portable; 1: AVX2 + FMA; 2: AVX-512 (F, BW, VL, VBMI2) + GFNI
 
 int isa() {
   if (g_isa < 0) {
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2");
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2") &&
+                        __builtin_cpu_supports("gfni");
     g_isa = avx512 ? 2 : (avx2 ? 1 : 0);
   }
   return g_isa;
@@ -282,9 +285,11 @@ void init_rev() {
   }
 }
 
-T512 inline __m512 expand16(const float* p, __mmask16 k) { return _mm512_maskz_expandloadu_ps(k, p); }
+// A full (unmasked) load then a register expand: the expanding load from memory costs several more micro-ops.
+// Reads up to 16 values past the row's last one: the values carry 16 of padding.
+T512 inline __m512 expand16(const float* p, __mmask16 k) { return _mm512_maskz_expand_ps(k, _mm512_loadu_ps(p)); }
 T512 inline __m512 expand16(const uint16_t* p, __mmask16 k) {
-  __m256i h = _mm256_maskz_expandloadu_epi16(k, p);
+  __m256i h = _mm256_maskz_expand_epi16(k, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 T512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
@@ -293,24 +298,52 @@ T512 inline __m512 load16(const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-// Small batch: per 16 columns, one expanding load puts the kept values in their lanes.
+// The stored mask is most significant bit first inside each byte; AVX-512 lane k is bit k. One GFNI affine
+// transform reverses the bits of every byte of a 64-bit word.
+T512 inline uint64_t reverse_bytes_bits(uint64_t w) {
+  const __m128i r = _mm_gf2p8affine_epi64_epi8(_mm_cvtsi64_si128(int64_t(w)), _mm_set1_epi64x(0x8040201008040201LL), 0);
+  return uint64_t(_mm_cvtsi128_si64(r));
+}
+
+// Small batch: per 64 columns (one mask word), four expanding loads put the kept values in their lanes; four
+// accumulators per batch row keep the FMAs independent (one accumulator would wait on each FMA's latency).
 template <typename T, int NB>
 T512 void bitmask_512_row(const uint8_t* m, const T* p, const float* x, float* y, int64_t N, int64_t KB, int64_t r) {
   const int64_t K = KB * 8;
-  __m512 acc[NB];
-  for (int j = 0; j < NB; j++) acc[j] = _mm512_setzero_ps();
+  __m512 acc[NB][4];
+  for (int j = 0; j < NB; j++)
+    for (int q = 0; q < 4; q++) acc[j][q] = _mm512_setzero_ps();
   int64_t kb = 0;
-  for (; kb + 2 <= KB; kb += 2) {
-    const unsigned k = g_rev[m[kb]] | (unsigned(g_rev[m[kb + 1]]) << 8);
-    __m512 w = expand16(p, __mmask16(k));
+  for (; kb + 8 <= KB; kb += 8) {
+    uint64_t word;
+    std::memcpy(&word, m + kb, 8);
+    if (!word) continue;
+    word = reverse_bytes_bits(word);
+    const __mmask16 k0 = __mmask16(word), k1 = __mmask16(word >> 16), k2 = __mmask16(word >> 32),
+                    k3 = __mmask16(word >> 48);
+    const T* p1 = p + _mm_popcnt_u32(k0);
+    const T* p2 = p1 + _mm_popcnt_u32(k1);
+    const T* p3 = p2 + _mm_popcnt_u32(k2);
+    const __m512 w0 = expand16(p, k0), w1 = expand16(p1, k1), w2 = expand16(p2, k2), w3 = expand16(p3, k3);
+    p += _mm_popcnt_u64(word);
+    for (int j = 0; j < NB; j++) {
+      const float* xs = x + j * K + kb * 8;
+      acc[j][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs), acc[j][0]);
+      acc[j][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xs + 16), acc[j][1]);
+      acc[j][2] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(xs + 32), acc[j][2]);
+      acc[j][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(xs + 48), acc[j][3]);
+    }
+  }
+  for (; kb < KB; kb++) {  // the last columns, 8 at a time
+    const __mmask16 k = __mmask16(g_rev[m[kb]]);
+    const __m512 w = expand16(p, k);
     p += _mm_popcnt_u32(k);
-    for (int j = 0; j < NB; j++) acc[j] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + j * K + kb * 8), acc[j]);
+    for (int j = 0; j < NB; j++)
+      acc[j][0] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(0xFF, x + j * K + kb * 8), acc[j][0]);
   }
-  if (kb < KB) {  // the last 8 columns
-    __m512 w = expand16(p, __mmask16(g_rev[m[kb]]));
-    for (int j = 0; j < NB; j++) acc[j] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(0xFF, x + j * K + kb * 8), acc[j]);
-  }
-  for (int j = 0; j < NB; j++) y[j * N + r] = _mm512_reduce_add_ps(acc[j]);
+  for (int j = 0; j < NB; j++)
+    y[j * N + r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]),
+                                                      _mm512_add_ps(acc[j][2], acc[j][3])));
 }
 
 template <typename T>
@@ -333,40 +366,60 @@ T512 void bitmask_512(const uint8_t* mask, const T* vals, const int64_t* off, co
 
 // N:M, small batch, n dividing 16: 16 values at a time; where they span 32 columns (m = 2n: 2:4, 4:8, 8:16)
 // one two-register permute fetches their inputs, else a gather.
+struct NMLanes {
+  __m512i shifts, base, low;
+  int n, m, bits;
+  bool span32;
+};
+
+template <typename T, int NB>
+T512 inline void nm_512_step(const uint8_t* ir, const T* v, const float* x, int64_t K, const NMLanes& c, int64_t j16,
+                             __m512 (&acc)[NB]) {
+  uint64_t word = 0;
+  if (c.bits == 2) {  // 16 values x bits = 2 * bits bytes; fixed sizes so that the copy is one load
+    uint32_t w32;
+    std::memcpy(&w32, ir + j16 / 4, 4);
+    word = w32;
+  } else {
+    std::memcpy(&word, ir + j16 / 2, 8);
+  }
+  const uint32_t lo = uint32_t(word & ((uint64_t(1) << (8 * c.bits)) - 1)), hi = uint32_t(word >> (8 * c.bits));
+  const __m512i words = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(int(lo))),
+                                           _mm256_set1_epi32(int(hi)), 1);
+  const __m512i cols = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(words, c.shifts), c.low), c.base);
+  const int64_t first = (j16 / c.n) * c.m;
+  const __m512 w = load16(v + j16);
+  for (int j = 0; j < NB; j++) {
+    const float* xs = x + j * K + first;
+    const __m512 xg = c.span32 ? _mm512_permutex2var_ps(_mm512_loadu_ps(xs), cols, _mm512_loadu_ps(xs + 16))
+                               : _mm512_i32gather_ps(cols, xs, 4);
+    acc[j] = _mm512_fmadd_ps(w, xg, acc[j]);
+  }
+}
+
+// Two sets of accumulators, used in turn, keep consecutive FMAs independent.
 template <typename T, int NB>
 T512 void nm_512_row(const uint8_t* ir, const T* v, const float* x, float* y, int64_t N, int64_t K, int64_t L, int n,
                      int m, int bits, int64_t r) {
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i shifts = _mm512_mullo_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(7)), _mm512_set1_epi32(bits));
-  const __m512i base = _mm512_mullo_epi32(_mm512_srli_epi32(lane, __builtin_ctz(n)), _mm512_set1_epi32(m));
-  const __m512i low = _mm512_set1_epi32((1 << bits) - 1);
-  const bool span32 = m == 2 * n;
-  __m512 acc[NB];
-  for (int j = 0; j < NB; j++) acc[j] = _mm512_setzero_ps();
+  NMLanes c;
+  c.shifts = _mm512_mullo_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(7)), _mm512_set1_epi32(bits));
+  c.base = _mm512_mullo_epi32(_mm512_srli_epi32(lane, __builtin_ctz(n)), _mm512_set1_epi32(m));
+  c.low = _mm512_set1_epi32((1 << bits) - 1);
+  c.n = n, c.m = m, c.bits = bits, c.span32 = m == 2 * n;
+  __m512 a0[NB], a1[NB];
+  for (int j = 0; j < NB; j++) a0[j] = a1[j] = _mm512_setzero_ps();
   int64_t j16 = 0;
-  for (; j16 + 16 <= L; j16 += 16) {
-    uint64_t word = 0;
-    if (bits == 2) {  // 16 values x bits = 2 * bits bytes; fixed sizes so that the copy is one load
-      uint32_t w32;
-      std::memcpy(&w32, ir + j16 / 4, 4);
-      word = w32;
-    } else {
-      std::memcpy(&word, ir + j16 / 2, 8);
-    }
-    const uint32_t lo = uint32_t(word & ((uint64_t(1) << (8 * bits)) - 1)), hi = uint32_t(word >> (8 * bits));
-    __m512i words = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(int(lo))), _mm256_set1_epi32(int(hi)), 1);
-    __m512i cols = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(words, shifts), low), base);
-    const int64_t first = (j16 / n) * m;
-    __m512 w = load16(v + j16);
-    for (int j = 0; j < NB; j++) {
-      const float* xs = x + j * K + first;
-      __m512 xg = span32 ? _mm512_permutex2var_ps(_mm512_loadu_ps(xs), cols, _mm512_loadu_ps(xs + 16))
-                         : _mm512_i32gather_ps(cols, xs, 4);
-      acc[j] = _mm512_fmadd_ps(w, xg, acc[j]);
-    }
+  for (; j16 + 32 <= L; j16 += 32) {
+    nm_512_step<T, NB>(ir, v, x, K, c, j16, a0);
+    nm_512_step<T, NB>(ir, v, x, K, c, j16 + 16, a1);
+  }
+  if (j16 + 16 <= L) {
+    nm_512_step<T, NB>(ir, v, x, K, c, j16, a0);
+    j16 += 16;
   }
   for (int j = 0; j < NB; j++) {
-    float s = _mm512_reduce_add_ps(acc[j]);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));
     for (int64_t jj = j16; jj < L; jj++) s += to_f(v[jj]) * x[j * K + nm_col(ir, jj, n, m, bits)];
     y[j * N + r] = s;
   }
@@ -387,6 +440,130 @@ T512 void nm_512(const uint8_t* idx, const T* vals, const float* x, float* y, in
       default: break;
     }
   }
+}
+
+// ---------------------------------------------------------------- 16-bit column indices
+template <typename T>
+void index16_portable(const uint16_t* idx, const T* vals, const int64_t* off, const float* x, float* y, int64_t N,
+                      int64_t K, int64_t B, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t b = 0; b < B; b++) {
+      const float* xb = x + b * K;
+      float acc = 0.f;
+      for (int64_t i = off[r]; i < off[r + 1]; i++) acc += to_f(vals[i]) * xb[idx[i]];
+      y[b * N + r] = acc;
+    }
+}
+
+// Small batch, AVX2: 8 kept weights at a time, their inputs gathered by column.
+template <typename T, int NB>
+T256 void index16_avx2_row(const uint16_t* ix, const T* v, int64_t cnt, const float* x, float* y, int64_t N,
+                           int64_t K, int64_t r) {
+  __m256 a0[NB], a1[NB];
+  for (int j = 0; j < NB; j++) a0[j] = a1[j] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= cnt; i += 16) {
+    const __m256i c0 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ix + i)));
+    const __m256i c1 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ix + i + 8)));
+    const __m256 w0 = load8(v + i), w1 = load8(v + i + 8);
+    for (int j = 0; j < NB; j++) {
+      a0[j] = _mm256_fmadd_ps(w0, _mm256_i32gather_ps(x + j * K, c0, 4), a0[j]);
+      a1[j] = _mm256_fmadd_ps(w1, _mm256_i32gather_ps(x + j * K, c1, 4), a1[j]);
+    }
+  }
+  for (int j = 0; j < NB; j++) {
+    float s = hsum(_mm256_add_ps(a0[j], a1[j]));
+    for (int64_t q = i; q < cnt; q++) s += to_f(v[q]) * x[j * K + ix[q]];
+    y[j * N + r] = s;
+  }
+}
+
+// Small batch, AVX-512: 16 kept weights at a time; the last (fewer than 16) through masked loads and gathers.
+template <typename T, int NB>
+T512 void index16_512_row(const uint16_t* ix, const T* v, int64_t cnt, const float* x, float* y, int64_t N,
+                          int64_t K, int64_t r) {
+  __m512 a0[NB], a1[NB];
+  for (int j = 0; j < NB; j++) a0[j] = a1[j] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= cnt; i += 32) {
+    const __m512i c0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ix + i)));
+    const __m512i c1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ix + i + 16)));
+    const __m512 w0 = load16(v + i), w1 = load16(v + i + 16);
+    for (int j = 0; j < NB; j++) {
+      a0[j] = _mm512_fmadd_ps(w0, _mm512_i32gather_ps(c0, x + j * K, 4), a0[j]);
+      a1[j] = _mm512_fmadd_ps(w1, _mm512_i32gather_ps(c1, x + j * K, 4), a1[j]);
+    }
+  }
+  for (; i < cnt; i += 16) {
+    const __mmask16 k = cnt - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cnt - i)) - 1);
+    const __m512i c = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, ix + i));
+    const __m512 w = _mm512_maskz_mov_ps(k, load16(v + i));  // the values carry 16 of padding past the last row
+    for (int j = 0; j < NB; j++)
+      a0[j] = _mm512_fmadd_ps(w, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, c, x + j * K, 4), a0[j]);
+  }
+  for (int j = 0; j < NB; j++) y[j * N + r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));
+}
+
+template <typename T>
+void index16_small(const uint16_t* idx, const T* vals, const int64_t* off, const float* x, float* y, int64_t N,
+                   int64_t K, int64_t B, int64_t r0, int64_t r1) {
+  if (isa() == 0) return index16_portable<T>(idx, vals, off, x, y, N, K, B, r0, r1);
+  for (int64_t r = r0; r < r1; r++) {
+    const uint16_t* ix = idx + off[r];
+    const T* v = vals + off[r];
+    const int64_t cnt = off[r + 1] - off[r];
+    for (int64_t b = 0; b < B; b += 4) {
+      const int64_t nb = std::min<int64_t>(4, B - b);
+      const float* xb = x + b * K;
+      float* yb = y + b * N;
+#define SECATEURS_IDX16(NBV)                                                   \
+  if (isa() == 2) index16_512_row<T, NBV>(ix, v, cnt, xb, yb, N, K, r);        \
+  else index16_avx2_row<T, NBV>(ix, v, cnt, xb, yb, N, K, r);
+      switch (nb) {
+        case 4: SECATEURS_IDX16(4) break;
+        case 3: SECATEURS_IDX16(3) break;
+        case 2: SECATEURS_IDX16(2) break;
+        default: SECATEURS_IDX16(1) break;
+      }
+#undef SECATEURS_IDX16
+    }
+  }
+}
+
+// Large batch, x transposed and padded (xt [K, Bp], yt [N, Bp]): per kept weight, one broadcast and FMAs over
+// up to 64 batch columns of its input row.
+template <typename T>
+T256 void index16_avx2_t(const uint16_t* idx, const T* vals, const int64_t* off, const float* xt, float* yt,
+                         int64_t Bp, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t t0 = 0; t0 < Bp; t0 += 64) {
+      const int64_t width = std::min<int64_t>(64, Bp - t0);
+      __m256 acc[8];
+      for (int q = 0; q < 8; q++) acc[q] = _mm256_setzero_ps();
+      for (int64_t i = off[r]; i < off[r + 1]; i++) {
+        const __m256 w = _mm256_set1_ps(to_f(vals[i]));
+        const float* xr = xt + int64_t(idx[i]) * Bp + t0;
+        for (int q = 0; q < width / 8; q++) acc[q] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xr + 8 * q), acc[q]);
+      }
+      for (int q = 0; q < width / 8; q++) _mm256_storeu_ps(yt + r * Bp + t0 + 8 * q, acc[q]);
+    }
+}
+
+template <typename T>
+T512 void index16_512_t(const uint16_t* idx, const T* vals, const int64_t* off, const float* xt, float* yt,
+                        int64_t Bp, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t t0 = 0; t0 < Bp; t0 += 64) {
+      const int64_t tiles = std::min<int64_t>(64, Bp - t0) / 16;
+      __m512 acc[4];
+      for (int q = 0; q < 4; q++) acc[q] = _mm512_setzero_ps();
+      for (int64_t i = off[r]; i < off[r + 1]; i++) {
+        const __m512 w = _mm512_set1_ps(to_f(vals[i]));
+        const float* xr = xt + int64_t(idx[i]) * Bp + t0;
+        for (int q = 0; q < tiles; q++) acc[q] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xr + 16 * q), acc[q]);
+      }
+      for (int q = 0; q < tiles; q++) _mm512_storeu_ps(yt + r * Bp + t0 + 16 * q, acc[q]);
+    }
 }
 
 // ---------------------------------------------------------------- dispatch
@@ -461,6 +638,34 @@ at::Tensor nm_typed(const at::Tensor& idx, const at::Tensor& values, const at::T
   return y;
 }
 
+template <typename T>
+at::Tensor index16_typed(const at::Tensor& idx, const at::Tensor& values, const at::Tensor& offsets,
+                         const at::Tensor& x, int64_t N) {
+  const int64_t K = x.size(1), B = x.size(0);
+  const uint16_t* ip = reinterpret_cast<const uint16_t*>(idx.data_ptr());
+  const T* vp = reinterpret_cast<const T*>(values.data_ptr());
+  const int64_t* op = offsets.data_ptr<int64_t>();
+  const int64_t per_row = std::max<int64_t>(1, (values.numel() / std::max<int64_t>(1, N)) * std::max<int64_t>(1, B / 4));
+  const int64_t g = grain(N, per_row);
+  if (large(B)) {
+    int64_t Bp = 0;
+    at::Tensor xt = transposed(x, Bp);
+    at::Tensor yt = at::empty({N, Bp}, x.options());
+    const float* xp = xt.data_ptr<float>();
+    float* yp = yt.data_ptr<float>();
+    at::parallel_for(0, N, g, [&](int64_t r0, int64_t r1) {
+      if (isa() == 2) index16_512_t<T>(ip, vp, op, xp, yp, Bp, r0, r1);
+      else index16_avx2_t<T>(ip, vp, op, xp, yp, Bp, r0, r1);
+    });
+    return yt.narrow(1, 0, B).t().contiguous();
+  }
+  at::Tensor y = at::empty({B, N}, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N, g, [&](int64_t r0, int64_t r1) { index16_small<T>(ip, vp, op, xp, yp, N, K, B, r0, r1); });
+  return y;
+}
+
 void check_x(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x: contiguous 2-D float32");
 }
@@ -488,6 +693,42 @@ at::Tensor nm_mm(const at::Tensor& idx, const at::Tensor& values, const at::Tens
   return nm_typed<float>(idx, values, x, n, m, bits);
 }
 
+at::Tensor index16_mm(const at::Tensor& idx, const at::Tensor& values, const at::Tensor& offsets,
+                      const at::Tensor& x) {
+  check_x(x);
+  const int64_t N = offsets.numel() - 1;
+  TORCH_CHECK(offsets.scalar_type() == at::kLong && N >= 0 && offsets.is_contiguous(), "offsets: int64 [N+1]");
+  TORCH_CHECK(idx.scalar_type() == at::kShort && idx.is_contiguous() && idx.numel() == values.numel() &&
+              values.is_contiguous() && values.numel() >= offsets[N].item<int64_t>() + 16,
+              "idx int16 [nnz + 16] and values [nnz + 16]");
+  TORCH_CHECK(x.size(1) <= 65536, "index16: at most 65,536 columns");
+  if (values.scalar_type() == at::kBFloat16) return index16_typed<uint16_t>(idx, values, offsets, x, N);
+  TORCH_CHECK(values.scalar_type() == at::kFloat, "values: float32 or bfloat16");
+  return index16_typed<float>(idx, values, offsets, x, N);
+}
+
+// The kept columns of a bitmask (most significant bit first), row after row, as uint16 (stored in int16), with
+// 16 zeros of padding: the index16 layout of the same weights, built without the dense matrix.
+at::Tensor index16_from_bitmask(const at::Tensor& mask, int64_t nnz) {
+  TORCH_CHECK(mask.scalar_type() == at::kByte && mask.dim() == 2 && mask.is_contiguous(), "mask: uint8 [N, K/8]");
+  TORCH_CHECK(mask.size(1) * 8 <= 65536, "index16: at most 65,536 columns");
+  at::Tensor idx = at::zeros({nnz + 16}, mask.options().dtype(at::kShort));
+  uint16_t* ip = reinterpret_cast<uint16_t*>(idx.data_ptr());
+  const uint8_t* mp = mask.data_ptr<uint8_t>();
+  int64_t at = 0;
+  for (int64_t i = 0; i < mask.numel(); i++) {
+    const int64_t col = (i % mask.size(1)) * 8;
+    for (unsigned byte = mp[i]; byte;) {
+      const int t = __builtin_clz(byte) - 24;
+      byte &= ~(0x80u >> t);
+      TORCH_CHECK(at < nnz, "the bitmask keeps more weights than nnz");
+      ip[at++] = uint16_t(col + t);
+    }
+  }
+  TORCH_CHECK(at == nnz, "the bitmask keeps fewer weights than nnz");
+  return idx;
+}
+
 int64_t set_isa(int64_t level) {
   g_isa = -1;
   const int64_t best = isa();
@@ -500,5 +741,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   init_rev();
   mod.def("bitmask_mm", &bitmask_mm, "y [B, N] = x W^T, W as bitmask + values");
   mod.def("nm_mm", &nm_mm, "y [B, N] = x W^T, W as N:M values + in-group indices");
+  mod.def("index16_mm", &index16_mm, "y [B, N] = x W^T, W as values + 16-bit columns + row offsets");
+  mod.def("index16_from_bitmask", &index16_from_bitmask, "uint16 columns (int16 storage) of a bitmask's kept weights");
   mod.def("set_isa", &set_isa, "0: portable, 1: AVX2+FMA, 2: AVX-512 (capped at what the CPU has); returns the level used");
 }
