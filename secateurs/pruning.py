@@ -20,6 +20,7 @@ from . import criteria, granularity as gran, masking
 from .analysis.summary import LayerStats, format_table
 from .coupled import coupled_masks
 from .errors import PruningError, check_choice, check_sparsity
+from .graph.outputs import output_layers
 from .inputs import as_inputs
 from .layers import Target, resolve_layers
 from .modules.attention import row_tensors
@@ -152,6 +153,10 @@ def prune(
     targets, notes = _check_targets(targets, group)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
                            granularity=group, example_inputs=example_inputs, min_density=float(min_density))
+    chosen = targets  # the layers whose masks change; the others stay as they are, in the result too
+    if group.units and example_inputs is None:  # traced, the channel graph keeps the outputs (coupled_masks)
+        chosen, kept = _keep_outputs(model, targets, group.name)
+        notes += kept
     crit = _prepare(model, criterion, targets, ctx, seed)
     if group.units and example_inputs is not None:  # whole units, traced: coupled channels go together
         inputs = as_inputs(example_inputs)
@@ -166,8 +171,8 @@ def prune(
             changes += [(t.module, t.tensor, k) for t, k in zip(rest, keep)]
             shortfall += more
     else:
-        keep, shortfall = keep_masks(targets, crit, group, scope, sparsity, float(min_density))
-        changes = [(t.module, t.tensor, k) for t, k in zip(targets, keep)]
+        keep, shortfall = keep_masks(chosen, crit, group, scope, sparsity, float(min_density))
+        changes = [(t.module, t.tensor, k) for t, k in zip(chosen, keep)]
     if notes and strict:
         raise PruningError("strict=True and sc.prune cannot remove all that was asked: " + "; ".join(notes))
     for module, tensor_name, k in changes:  # nothing is changed before every mask is known
@@ -198,6 +203,28 @@ def _current(t: Target) -> Tensor:
     """The mask a target has now (all kept when it has none)."""
     mask = masking.get_mask(t.module, t.tensor)
     return torch.ones_like(t.original, dtype=torch.bool) if mask is None else mask
+
+
+def _keep_outputs(model: nn.Module, targets: list[Target], name: str) -> tuple[list[Target], list[str]]:
+    """The targets without the model's output layers (whose rows are the model's outputs: a class logit
+    removed cannot be trained back), unless ``layers=`` named them; a note for each one kept whole.
+
+    The output layers are found on a symbolic trace; a model torch.fx cannot trace has its last prunable
+    layer taken as its output layer, and the note says so.
+    """
+    rows = [t.module_name for t in targets if t.tensor == "weight" and t.module is not model]
+    found = output_layers(model, rows)
+    how = "its neurons are the model's outputs"
+    if found is None:
+        found = rows[-1:]
+        how = "taken as the model's output layer, the last prunable one (torch.fx cannot trace the model)"
+    outputs = {t.module_name for t in targets if t.module_name in found and t.tensor == "weight" and not t.own}
+    if outputs and len(outputs) == len(targets):
+        raise PruningError(f"granularity {name}: the only layers to prune, "
+                           f"{', '.join(sorted(outputs))}, produce the model's outputs; name them in layers= "
+                           "to remove output neurons")
+    notes = [f"kept {name} whole: {how}; name it in layers= to prune it" for name in sorted(outputs)]
+    return [t for t in targets if t.module_name not in outputs or t.tensor != "weight"], notes
 
 
 def _check_targets(targets: list[Target], group: gran.Granularity) -> tuple[list[Target], list[str]]:
