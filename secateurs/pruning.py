@@ -193,7 +193,7 @@ def prune(
     total = sum(r.params for r in rows)
     result = PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall, sparsity, notes)
     if notes:
-        warnings.warn(f"sc.prune pruned some layers less than asked (sparsity {sparsity:g} asked, {result.sparsity:.4f} "
+        warnings.warn(f"sc.prune pruned some layers less than asked (sparsity {sparsity:.10g} asked, {result.sparsity:.4f} "
                       f"reached over the pruned layers' weights, the columns that read removed channels included; "
                       f"strict=True makes this an error): " + "; ".join(notes), stacklevel=2)
     return result
@@ -205,25 +205,24 @@ def _current(t: Target) -> Tensor:
     return torch.ones_like(t.original, dtype=torch.bool) if mask is None else mask
 
 
-def _keep_outputs(model: nn.Module, targets: list[Target], name: str) -> tuple[list[Target], list[str]]:
+def _keep_outputs(model: nn.Module, targets: list[Target], group: str) -> tuple[list[Target], list[str]]:
     """The targets without the model's output layers (whose rows are the model's outputs: a class logit
     removed cannot be trained back), unless ``layers=`` named them; a note for each one kept whole.
 
     The output layers are found on a symbolic trace; a model torch.fx cannot trace has its last prunable
     layer taken as its output layer, and the note says so.
     """
-    rows = [t.module_name for t in targets if t.tensor == "weight" and t.module is not model]
-    found = output_layers(model, rows)
+    every = [n for n, m in masking.prunable_layers(model) if m is not model]  # excluded ones stand between too
+    found = output_layers(model, every)
     how = "its neurons are the model's outputs"
     if found is None:
-        found = rows[-1:]
+        found = every[-1:]
         how = "taken as the model's output layer, the last prunable one (torch.fx cannot trace the model)"
     outputs = {t.module_name for t in targets if t.module_name in found and t.tensor == "weight" and not t.own}
     if outputs and len(outputs) == len(targets):
-        raise PruningError(f"granularity {name}: the only layers to prune, "
-                           f"{', '.join(sorted(outputs))}, produce the model's outputs; name them in layers= "
-                           "to remove output neurons")
-    notes = [f"kept {name} whole: {how}; name it in layers= to prune it" for name in sorted(outputs)]
+        raise PruningError(f"granularity {group}: the only layers to prune, {', '.join(sorted(outputs))}, "
+                           "produce the model's outputs; name them in layers= to remove output neurons")
+    notes = [f"kept {layer} whole: {how}; name it in layers= to prune it" for layer in sorted(outputs)]
     return [t for t in targets if t.module_name not in outputs or t.tensor != "weight"], notes
 
 

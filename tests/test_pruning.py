@@ -233,3 +233,22 @@ def test_untraceable_model_keeps_its_last_layer_and_says_why():
         sc.prune(Net(), 0.5, granularity="neuron")
     with pytest.raises(sc.PruningError, match="produce the model's outputs; name them in layers="):
         sc.prune(nn.Sequential(nn.Linear(4, 3)), 0.5, granularity="neuron")
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "neuron"])
+def test_a_sparsity_just_below_one_keeps_a_group_in_every_layer_locally(granularity):
+    net = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5), nn.ReLU(), nn.Linear(5, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = sc.prune(net, 0.9999999, granularity=granularity, scope="local")  # used to round up to everything
+    assert not [w for w in caught if "collapse" in str(w.message)]
+    kept = {row.name: row.nonzero for row in r.layers}
+    row = {"0.weight": 10, "2.weight": 20, "4.weight": 5}
+    assert kept == ({k: 1 for k in row} if granularity == "unstructured" else {**row, "4.weight": 15})
+    assert r.sparsity < 1 and sc.sparsity(net) < 1
+
+
+def test_a_sparsity_just_below_one_globally_keeps_one_weight_and_names_the_collapsed_layers():
+    with pytest.warns(UserWarning, match=r"layer collapse\): 2.weight"):
+        r = sc.prune(_net(), 0.9999999)
+    assert sum(row.nonzero for row in r.layers) == 1 and r.sparsity == pytest.approx(1 - 1 / 300)

@@ -15,8 +15,10 @@ from secateurs import granularity as gran
 
 
 def _removed(p: float, n: int) -> int:
-    """Entries removed for sparsity ``p`` of ``n``: the product rounded half up (as documented)."""
-    return int(math.floor(p * n + 0.5))
+    """Entries removed for sparsity ``p`` of ``n``: the product rounded half up, never all for ``p < 1``
+    (as documented)."""
+    removed = int(math.floor(p * n + 0.5))
+    return min(removed, n - 1) if p < 1 and n else removed
 
 
 def _set(layer: nn.Module, values) -> nn.Module:
