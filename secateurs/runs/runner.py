@@ -27,6 +27,7 @@ from ..training.loop import evaluate, train
 from ..training.schedules import snapshot
 from .recipes import Recipe
 from .recipes import key as recipe_key
+from .rewinding import carried
 from .settings import Finetune
 from .stages import Row, StageContext
 from .stages.context import agree, format_accuracy, loss_penalty, row, say
@@ -134,7 +135,9 @@ def _run(recipe: Recipe, out_dir: str | Path, quiet: bool) -> dict[str, Any]:
     stages = [row("dense", dense_acc, model, dense_sum.params)]
     say(quiet, f"dense: accuracy {format_accuracy(dense_acc)}, {dense_sum.total_params:,} parameters")
     for i, stage in enumerate(recipe.prune, start=1):
+        before = model
         model, rows = stage.run(dataclasses.replace(ctx, index=i, model=model))
+        ctx = dataclasses.replace(ctx, init_state=carried(ctx.init_state, before, model))  # merged: rewindable
         stages.extend(rows)
         stages.extend(_finetune(dataclasses.replace(ctx, index=i, model=model), stage.finetune))
     if recipe.export.compact:

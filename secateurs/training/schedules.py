@@ -111,9 +111,19 @@ def snapshot(model: nn.Module) -> dict[str, Tensor]:
 
 
 def rewind(model: nn.Module, state: Mapping[str, Tensor]) -> None:
-    """Put ``state`` (from :func:`snapshot`) back into ``model``; masks are left as they are."""
+    """Put ``state`` (from :func:`snapshot`) back into ``model``; masks are left as they are.
+
+    Raises:
+        PruningError: a tensor of ``state`` has another shape than the model's (the model was merged or
+            compacted after the snapshot); nothing is changed then.
+    """
+    live = _live(model)
+    for key, value in live.items():
+        if key in state and state[key].shape != value.shape:
+            raise PruningError(f"cannot rewind {key}: the snapshot is {tuple(state[key].shape)}, the model "
+                               f"{tuple(value.shape)} (its architecture changed since); take the snapshot after")
     with torch.no_grad():
-        for key, value in _live(model).items():
+        for key, value in live.items():
             if key in state:
                 value.copy_(state[key])
 
