@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 class Iterative(Scored, Training):
     """Prune ``rate`` of the remaining weights per round, training ``epochs`` before each (Frankle & Carbin 2019).
 
-    After ``k`` rounds the sparsity is ``1 - (1 - rate)^k``. The surviving weights rewind to their values
+    After ``k`` rounds the sparsity is ``1 - (1 - s0)(1 - rate)^k``, ``s0`` the sparsity the stage starts from
+    (``1 - (1 - rate)^k`` after a dense model). The surviving weights rewind to their values
     before the dense training (``rewind: init``), to those after a step number, or not at all (``null``).
     Each round is saved in ``stage-<i>-rounds/``, so an interrupted run resumes after the last one; one row
     per round (``"iterative <i>: round <k>"``), then ``"iterative <i>"``.
