@@ -199,6 +199,32 @@ def prune(
     return result
 
 
+def check(
+    model: nn.Module,
+    sparsity: float,
+    *,
+    granularity: object = "unstructured",
+    layers: Mapping[str, float | None] | None = None,
+    params: Iterable[str] | str | None = None,
+) -> None:
+    """Raise what :func:`prune` would raise about these arguments on ``model``, without scoring or pruning
+    (recipes check every stage this way before the first training step).
+
+    Raises:
+        PruningError: a bad sparsity or granularity, a layers pattern that matches nothing, weights with NaN,
+            a layer shape a block cannot tile, or a sparsity an ``"N:M"`` pattern cannot give.
+
+    Example:
+        >>> check(nn.Sequential(nn.Linear(8, 4)), 0.7, granularity="2:4")
+        Traceback (most recent call last):
+        ...
+        secateurs.errors.PruningError: granularity 2:4 prunes exactly 0.5 of each layer; got sparsity 0.7 for 0.weight
+    """
+    sparsity = check_sparsity(sparsity)
+    group = gran.parse(granularity)
+    _check_targets(resolve_layers(model, layers, sparsity, params=params, tensors=True), group)
+
+
 def _current(t: Target) -> Tensor:
     """The mask a target has now (all kept when it has none)."""
     mask = masking.get_mask(t.module, t.tensor)

@@ -210,18 +210,30 @@ def _finetune(ctx: StageContext, settings: Finetune | None) -> list[Row]:
     return [entry]
 
 
-def check(recipe: Recipe) -> None:
-    """Raise :class:`PruningError` for what a recipe's schema cannot see (its model, layer patterns,
-    batch sizes), without running it: ``secateurs compare`` checks every method before the first runs."""
-    _check_stages(recipe, build_model(recipe))
+def check(recipe: Recipe) -> nn.Module:
+    """Raise :class:`PruningError` for what a recipe's schema cannot see (its model, its data's fit, layer
+    patterns, each stage against the model, batch sizes), without training or pruning anything:
+    ``secateurs run --check`` and ``secateurs compare`` (before the first method runs).
+
+    Returns:
+        The model as built (untrained).
+    """
+    model = build_model(recipe)
+    _check_stages(recipe, model)
+    if recipe.data is not None:
+        fits(model, (zoo.dataset(recipe.data).test.tensors[0][:1],), f"data {recipe.data!r}")
+    return model
 
 
 def _check_stages(recipe: Recipe, model: nn.Module) -> None:
     """Catch what the schema cannot see (layer patterns, no prunable layers, batch sizes) before any work."""
     for batch_size in [recipe.train.batch_size] + [s.finetune.batch_size for s in recipe.prune if s.finetune]:
         distributed.local_batch(batch_size)  # under torchrun: a multiple of the number of processes
-    for stage in recipe.prune:
-        stage.check(model)
+    for i, stage in enumerate(recipe.prune, start=1):
+        try:
+            stage.check(model)
+        except PruningError as exc:  # before any work, naming the stage as the recipe has it
+            raise PruningError(f"prune stage {i} ({stage.selector()}): {exc}") from None
 
 
 def _metrics(recipe: Recipe, dense_acc: float | None, dense_sum: Any, stages: list[dict[str, Any]],

@@ -40,6 +40,9 @@ class Iterative(Scored, Training):
     rate: float = Field(0.2, gt=0, lt=1, description="fraction of the remaining weights pruned per round")
     rewind: Literal["init"] | int | None = Field("init", description="init, a step number, or null")
 
+    def targets(self) -> list[float]:
+        return [self.rate]  # the first round, from a dense model
+
     def prune_while_training(self, ctx: StageContext) -> list[Row]:
         pruner = IterativePruner(ctx.model, rounds=self.rounds, rate=self.rate, rewind=self.rewind,
                                  out_dir=rounds_dir(ctx), **self.options())
