@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import criteria, granularity as gran, masking
+from . import criteria, masking
+from . import granularity as gran
 from .analysis.summary import LayerStats, format_table
 from .coupled import coupled_masks
 from .errors import PruningError, check_choice, check_sparsity

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-import torch.fx as fx
-from torch import nn
+from torch import fx, nn
 
 __all__ = ["output_layers"]
 

@@ -222,7 +222,7 @@ def test_the_weights_plot_says_final_after_fine_tuning(monkeypatch: pytest.Monke
     seen: list[list[str]] = []
     drawn = plots.weight_distributions
 
-    def spy(snapshots, path, bins=80):  # noqa: ANN001, ANN202
+    def spy(snapshots, path, bins=80):
         seen.append(list(snapshots))
         return drawn(snapshots, path, bins)
 

@@ -1,9 +1,8 @@
 """Rewinding after a stage that changed the architecture: the initial weights follow the surgery."""
 
+import pytest
 import torch
 from torch import nn
-
-import pytest
 
 import secateurs as sc
 from secateurs.runs import recipes, runner
