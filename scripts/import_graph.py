@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent / "secateurs"
 LAYERS: list[tuple[str, int]] = [
     # base helpers: no secateurs import but errors
     ("errors", 0), ("progress", 0), ("files", 0), ("_moved", 0), ("registry", 0), ("compat", 0), ("devices", 0),
+    ("helptext", 0),
     ("inputs", 1), ("masking", 1), ("zoo", 1), ("modules", 1),
     ("layers", 2), ("calibration", 2), ("analysis", 2),
     ("granularity", 3), ("allocation", 3),

@@ -7,6 +7,9 @@ how many entries each layer loses:
 - *global*: the pool of layers loses ``round(p · Σ n_l)`` entries, the lowest
   scores of the whole pool, so layers end with different sparsities.
 
+A sparsity below 1 never rounds up to every entry (:func:`count`): each layer (local) or the
+pool (global) keeps at least one.
+
 Ties are broken deterministically: among equal scores, earlier layers (in model
 order) and lower flat indices are pruned first. Entries already pruned keep
 being pruned (they sort below every score), so pruning again compounds.
@@ -71,8 +74,15 @@ class Slot:
 
 
 def count(sparsity: float, numel: int) -> int:
-    """Entries removed for ``sparsity`` of ``numel``: the product rounded half up."""
-    return int(math.floor(sparsity * numel + 0.5))
+    """Entries removed for ``sparsity`` of ``numel``: the product rounded half up, but never all of them
+    for a sparsity below 1 (``0.9999999`` of 220 weights removes 219: rounding alone collapses nothing).
+
+    Example:
+        >>> count(0.5, 5), count(0.9999999, 220), count(1.0, 220)
+        (3, 219, 220)
+    """
+    n = int(math.floor(sparsity * numel + 0.5))
+    return min(n, numel - 1) if sparsity < 1 and numel > 0 else n
 
 
 def min_keep(min_density: float, numel: int) -> int:

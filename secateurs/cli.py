@@ -19,6 +19,7 @@ import torch
 from . import criteria, devices, progress, zoo
 from .analysis.summary import summary
 from .errors import PruningError
+from .helptext import epilog
 from .llm import commands as llm_commands
 from .runs import compare, recipes, runner, stages
 from .storage import export_onnx
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _device_flag(run)
+    run.add_argument("--check", action="store_true",
+                     help="validate the recipe (model, data, every stage against the model) and stop: "
+                          "nothing is trained or written; exit 0 when it would run, 2 when not")
 
     pr = sub.add_parser("prune", help="prune a saved model (or a zoo model) once")
     pr.add_argument("model", help="a .safetensors file saved by secateurs, or a zoo model name")
@@ -82,7 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--compact", action="store_true", help="remove pruned channels first (sc.compact)")
 
     sub.add_parser("criteria", help="list the available criteria")
+    sub.add_parser("zoo", help="list the bundled models (with their arguments) and data sets")
     llm_commands.add_parsers(sub)
+    for name, command in sub.choices.items():  # examples under every command's --help
+        command.epilog, command.formatter_class = epilog(name), argparse.RawDescriptionHelpFormatter
     return p
 
 
@@ -229,6 +236,23 @@ def _list_criteria() -> None:
         print(f"{kind.listed_as:<12} {needs:<12} {_first_line(kind)}")
 
 
+def _list_zoo() -> None:
+    """The zoo's models with their arguments and defaults, then its data sets with their shapes."""
+    print("models (secateurs prune NAME, or model: NAME in a recipe; model_args: set the arguments):")
+    for name in zoo.models():
+        args = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in zoo.arguments(name).items())
+        print(f"  {name:<15} {args}")
+    print("data sets (--data NAME, or data: NAME; every model above is fitted to each one's input and classes):")
+    for name in zoo.datasets():
+        try:
+            ds = zoo.dataset(name)
+        except PruningError as exc:  # the data extra is not installed
+            print(f"  {name:<15} not available: {exc}")
+            continue
+        print(f"  {name:<15} inputs {'x'.join(map(str, ds.input_shape))}, {ds.num_classes} classes, "
+              f"{len(ds.train):,} train / {len(ds.test):,} test examples")
+
+
 def _first_line(cls: type) -> str:
     return (cls.__doc__ or "").strip().splitlines()[0]
 
@@ -236,6 +260,9 @@ def _first_line(cls: type) -> str:
 def _dispatch(a: argparse.Namespace) -> int:
     if a.command == "criteria":
         _list_criteria()
+        return 0
+    if a.command == "zoo":
+        _list_zoo()
         return 0
     if a.command == "summary":
         model = runner.build_model(recipes.Recipe(model=a.model))
@@ -247,6 +274,8 @@ def _dispatch(a: argparse.Namespace) -> int:
         return _export(a)
     if a.command == "llm":
         return llm_commands.run(a)
+    if a.command == "run" and a.check:
+        return _check(recipes.load(a.recipe))
     recipe = {"demo": lambda: recipes.parse(recipes.DEMO, "demo recipe"),
               "run": lambda: recipes.load(a.recipe), "prune": lambda: _prune_recipe(a)}[a.command]()
     metrics = runner.run(_on_device(recipe, a.device), a.out, quiet=a.quiet)
@@ -256,6 +285,16 @@ def _dispatch(a: argparse.Namespace) -> int:
             f"accuracy {dense['accuracy']:.2%} dense -> {fin['accuracy']:.2%} pruned, ")
         print(f"done: {acc}sparsity {fin['sparsity']:.2%}, compression {fin['compression']:.2f}x; "
               f"outputs in {a.out}/")
+    return 0
+
+
+def _check(recipe: recipes.Recipe) -> int:
+    """``secateurs run RECIPE --check``: everything the run checks before its first step, and nothing else."""
+    model = runner.check(recipe)
+    kinds = ", ".join(stage.selector() for stage in recipe.prune) or "none"
+    data = f", data {recipe.data}" if recipe.data else ""
+    print(f"recipe ok: model {recipe.model} ({sum(p.numel() for p in model.parameters()):,} parameters){data}, "
+          f"{len(recipe.prune)} pruning stage(s): {kinds}; nothing was trained or written")
     return 0
 
 

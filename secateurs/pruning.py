@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import criteria, devices, granularity as gran, masking
+from . import criteria, devices, masking
+from . import granularity as gran
 from .analysis.summary import LayerStats, format_table
 from .coupled import coupled_masks
 from .errors import PruningError, check_choice, check_sparsity
+from .graph.outputs import output_layers
 from .inputs import as_inputs
 from .layers import Target, resolve_layers
 from .modules.attention import row_tensors
@@ -152,6 +154,10 @@ def prune(
     targets, notes = _check_targets(targets, group)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
                            granularity=group, example_inputs=example_inputs, min_density=float(min_density))
+    chosen = targets  # the layers whose masks change; the others stay as they are, in the result too
+    if group.units and example_inputs is None:  # traced, the channel graph keeps the outputs (coupled_masks)
+        chosen, kept = _keep_outputs(model, targets, group.name)
+        notes += kept
     crit = _prepare(model, criterion, targets, ctx, seed)
     if group.units and example_inputs is not None:  # whole units, traced: coupled channels go together
         inputs = devices.move(as_inputs(example_inputs), devices.of(model))  # on the model's device
@@ -166,8 +172,8 @@ def prune(
             changes += [(t.module, t.tensor, k) for t, k in zip(rest, keep)]
             shortfall += more
     else:
-        keep, shortfall = keep_masks(targets, crit, group, scope, sparsity, float(min_density))
-        changes = [(t.module, t.tensor, k) for t, k in zip(targets, keep)]
+        keep, shortfall = keep_masks(chosen, crit, group, scope, sparsity, float(min_density))
+        changes = [(t.module, t.tensor, k) for t, k in zip(chosen, keep)]
     if notes and strict:
         raise PruningError("strict=True and sc.prune cannot remove all that was asked: " + "; ".join(notes))
     for module, tensor_name, k in changes:  # nothing is changed before every mask is known
@@ -188,16 +194,63 @@ def prune(
     total = sum(r.params for r in rows)
     result = PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall, sparsity, notes)
     if notes:
-        warnings.warn(f"sc.prune pruned some layers less than asked (sparsity {sparsity:g} asked, {result.sparsity:.4f} "
+        warnings.warn(f"sc.prune pruned some layers less than asked (sparsity {sparsity:.10g} asked, {result.sparsity:.4f} "
                       f"reached over the pruned layers' weights, the columns that read removed channels included; "
                       f"strict=True makes this an error): " + "; ".join(notes), stacklevel=2)
     return result
+
+
+def check(
+    model: nn.Module,
+    sparsity: float,
+    *,
+    granularity: object = "unstructured",
+    layers: Mapping[str, float | None] | None = None,
+    params: Iterable[str] | str | None = None,
+) -> None:
+    """Raise what :func:`prune` would raise about these arguments on ``model``, without scoring or pruning
+    (recipes check every stage this way before the first training step).
+
+    Raises:
+        PruningError: a bad sparsity or granularity, a layers pattern that matches nothing, weights with NaN,
+            a layer shape a block cannot tile, or a sparsity an ``"N:M"`` pattern cannot give.
+
+    Example:
+        >>> check(nn.Sequential(nn.Linear(8, 4)), 0.7, granularity="2:4")
+        Traceback (most recent call last):
+        ...
+        secateurs.errors.PruningError: granularity 2:4 prunes exactly 0.5 of each layer; got sparsity 0.7 for 0.weight
+    """
+    sparsity = check_sparsity(sparsity)
+    group = gran.parse(granularity)
+    _check_targets(resolve_layers(model, layers, sparsity, params=params, tensors=True), group)
 
 
 def _current(t: Target) -> Tensor:
     """The mask a target has now (all kept when it has none)."""
     mask = masking.get_mask(t.module, t.tensor)
     return torch.ones_like(t.original, dtype=torch.bool) if mask is None else mask
+
+
+def _keep_outputs(model: nn.Module, targets: list[Target], group: str) -> tuple[list[Target], list[str]]:
+    """The targets without the model's output layers (whose rows are the model's outputs: a class logit
+    removed cannot be trained back), unless ``layers=`` named them; a note for each one kept whole.
+
+    The output layers are found on a symbolic trace; a model torch.fx cannot trace has its last prunable
+    layer taken as its output layer, and the note says so.
+    """
+    every = [n for n, m in masking.prunable_layers(model) if m is not model]  # excluded ones stand between too
+    found = output_layers(model, every)
+    how = "its neurons are the model's outputs"
+    if found is None:
+        found = every[-1:]
+        how = "taken as the model's output layer, the last prunable one (torch.fx cannot trace the model)"
+    outputs = {t.module_name for t in targets if t.module_name in found and t.tensor == "weight" and not t.own}
+    if outputs and len(outputs) == len(targets):
+        raise PruningError(f"granularity {group}: the only layers to prune, {', '.join(sorted(outputs))}, "
+                           "produce the model's outputs; name them in layers= to remove output neurons")
+    notes = [f"kept {layer} whole: {how}; name it in layers= to prune it" for layer in sorted(outputs)]
+    return [t for t in targets if t.module_name not in outputs or t.tensor != "weight"], notes
 
 
 def _check_targets(targets: list[Target], group: gran.Granularity) -> tuple[list[Target], list[str]]:

@@ -203,3 +203,52 @@ def test_nothing_left_out_means_no_notes_and_no_warning():
         warnings.simplefilter("error")
         result = sc.prune(net, 0.5, strict=True)
     assert result.notes == [] and result.asked == 0.5
+
+
+def test_neuron_pruning_without_example_inputs_keeps_the_output_layer_whole():
+    # LeNet-300-100 lost 6 of its 10 logits this way: the output layer is pruned by rows only when named
+    model = sc.zoo.model("lenet-300-100")
+    with pytest.warns(UserWarning, match="kept fc3 whole: its neurons are the model's outputs"):
+        r = sc.prune(model, 0.5, granularity="neuron")
+    masks = sc.masks(model)
+    assert "fc3.weight" not in masks and int((~masks["fc1.weight"].all(dim=1)).sum()) > 0
+    assert r.notes and "fc3" in r.notes[0] and r.layers[-1].nonzero == r.layers[-1].params
+    with pytest.raises(sc.PruningError, match="fc3"):
+        sc.prune(sc.zoo.model("lenet-300-100"), 0.5, granularity="neuron", strict=True)
+    named = sc.zoo.model("lenet-300-100")
+    sc.prune(named, 0.5, granularity="neuron", layers={"fc3": 0.5})  # named: its rows go
+    assert int((~sc.masks(named)["fc3.weight"].all(dim=1)).sum()) == 5
+
+
+def test_untraceable_model_keeps_its_last_layer_and_says_why():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(self.fc1(-x if x.sum() > 0 else x))
+
+    with pytest.warns(UserWarning, match="kept fc2 whole: taken as the model's output layer"):
+        sc.prune(Net(), 0.5, granularity="neuron")
+    with pytest.raises(sc.PruningError, match="produce the model's outputs; name them in layers="):
+        sc.prune(nn.Sequential(nn.Linear(4, 3)), 0.5, granularity="neuron")
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "neuron"])
+def test_a_sparsity_just_below_one_keeps_a_group_in_every_layer_locally(granularity):
+    net = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5), nn.ReLU(), nn.Linear(5, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = sc.prune(net, 0.9999999, granularity=granularity, scope="local")  # used to round up to everything
+    assert not [w for w in caught if "collapse" in str(w.message)]
+    kept = {row.name: row.nonzero for row in r.layers}
+    row = {"0.weight": 10, "2.weight": 20, "4.weight": 5}
+    assert kept == ({k: 1 for k in row} if granularity == "unstructured" else {**row, "4.weight": 15})
+    assert r.sparsity < 1 and sc.sparsity(net) < 1
+
+
+def test_a_sparsity_just_below_one_globally_keeps_one_weight_and_names_the_collapsed_layers():
+    with pytest.warns(UserWarning, match=r"layer collapse\): 2.weight"):
+        r = sc.prune(_net(), 0.9999999)
+    assert sum(row.nonzero for row in r.layers) == 1 and r.sparsity == pytest.approx(1 - 1 / 300)

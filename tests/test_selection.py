@@ -21,7 +21,7 @@ def _pair():
 def test_conv1d_is_pruned_as_the_linear_with_its_weight_transposed(granularity, criterion):
     conv1d, linear = _pair()
     for m in (conv1d, linear):
-        sc.prune(nn.Sequential(m), 0.5, granularity=granularity, scope="local", criterion=criterion)
+        sc.prune(m, 0.5, granularity=granularity, scope="local", criterion=criterion)  # the layer itself
     mask_c, mask_l = sc.masks(conv1d)["weight"], sc.masks(linear)["weight"]
     if criterion == "magnitude":
         assert torch.equal(mask_c.t(), mask_l)

@@ -16,6 +16,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -53,6 +54,26 @@ def _load(source: Path, name: str) -> ModuleType:
         os.environ["PATH"] = before
 
 
+def clear_stale_lock(folder: Path, older_than: float = COMPILE_SECONDS + 60.0) -> bool:
+    """Remove torch's build ``lock`` in ``folder`` when it is older than ``older_than`` seconds.
+
+    torch waits, with no time limit, for that file to go before it loads or builds an extension; a compile
+    killed at :data:`COMPILE_SECONDS` (or any interrupted one) leaves it behind, and every later process
+    then hangs. No compile of ours lives longer than :data:`COMPILE_SECONDS`, so an older lock is stale.
+
+    Returns:
+        Whether a stale lock was removed.
+    """
+    lock = folder / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime < older_than:
+            return False
+        lock.unlink()
+    except FileNotFoundError:  # no lock, or another process removed it first
+        return False
+    return True
+
+
 def _compile(source: Path) -> ModuleType:
     """Compile in a child process (bounded in time), then load the cached library here."""
     if os.environ.get("SECATEURS_KERNELS", "").lower() in ("off", "0", "no"):
@@ -60,7 +81,9 @@ def _compile(source: Path) -> ModuleType:
     if not source.is_file():
         raise RuntimeError(f"kernel source {source} is missing")
     name = _name(source)
-    built = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
+    folder = Path(cpp_extension._get_build_directory(name, verbose=False))
+    clear_stale_lock(folder)
+    built = folder / f"{name}.so"
     if built.is_file():  # compiled before: loading it costs no compile (ninja finds nothing to do)
         return _load(source, name)
     code = ("import sys; from secateurs.inference.build import _load; from pathlib import Path; "
@@ -70,6 +93,7 @@ def _compile(source: Path) -> ModuleType:
         done = subprocess.run([sys.executable, "-c", code, str(source), name], capture_output=True, text=True,
                               timeout=COMPILE_SECONDS, env=env, check=False)
     except subprocess.TimeoutExpired:
+        clear_stale_lock(folder, older_than=0.0)  # the killed child's lock would make every later load wait
         raise RuntimeError(f"compiling took more than {COMPILE_SECONDS} s") from None
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]

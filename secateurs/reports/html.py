@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..files import write_text
-from .tables import FLOPS_NOTE, PLOT_TITLES, Cell, Table, latency_note, layers, stages, title, totals
+from .tables import (FLOPS_NOTE, PLOT_TITLES, Cell, Table, latency_note, layers, recipe_yaml, run_info, stages,
+                     title, totals)
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1f2933;
@@ -99,5 +100,7 @@ def write_html(path: str | os.PathLike[str], metrics: Mapping[str, Any], image_d
         sections.append(("weights", "Weight distributions", figures["weights"]))
     layer_table = table_html(layers(metrics), "layers-table")
     sections.append(("layers", "Layers", f'<div class="row">{layer_table}{figures.get("sparsity", "")}</div>'))
+    sections.append(("run", "Run", table_html(run_info(metrics), "run-table")
+                     + f"\n<pre>{html.escape(recipe_yaml(metrics))}</pre>"))
     text = page(title(metrics), _subtitle(metrics), sections)
     write_text(path, text)

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..files import write_text
-from .tables import FLOPS_NOTE, PLOT_TITLES, latency_note, layers, markdown_table, stages, title, totals
+from .tables import (FLOPS_NOTE, PLOT_TITLES, latency_note, layers, markdown_table, recipe_yaml, run_info, stages,
+                     title, totals)
 
 
 def write_markdown(path: str | os.PathLike[str], metrics: Mapping[str, Any]) -> None:
@@ -23,6 +24,9 @@ def write_markdown(path: str | os.PathLike[str], metrics: Mapping[str, Any]) -> 
                      [f"![{PLOT_TITLES[plot].lower()}]({figures[plot]})", ""]
         if note:
             lines += [(note + " " + latency_note(metrics)).strip(), ""]
+    info = run_info(metrics)
+    lines += [f"## {info.title}", "", *markdown_table(info), "", "Recipe:", "", "```yaml", recipe_yaml(metrics),
+              "```", ""]
     on = f" on {metrics['device']}" if metrics.get("device") else ""
     lines += [f"Run time: {metrics['seconds']:.1f} s{on}.", ""]
     text = "\n".join(lines)

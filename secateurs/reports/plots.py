@@ -24,7 +24,7 @@ MAX_PANELS = 16
 """Weight-distribution panels drawn at most; a note says how many layers were left out."""
 MAX_BARS = 60
 """Layers drawn at most in the per-layer sparsity bars."""
-COLORS = {"init": "#868e96", "trained": "#1c7ed6", "dense": "#1c7ed6", "pruned": "#e8590c"}
+COLORS = {"init": "#868e96", "trained": "#1c7ed6", "dense": "#1c7ed6", "pruned": "#e8590c", "final": "#e8590c"}
 
 
 def _figure(width: float, height: float) -> Any:
@@ -109,7 +109,8 @@ def sparsity_bars(layers: Sequence[Mapping[str, Any]], path: str | os.PathLike[s
 
 
 def accuracy_vs_sparsity(stages: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> bool:
-    """Accuracy against sparsity, one marker per stage, joined in order and labelled.
+    """Accuracy against sparsity, one marker per stage, labelled in order; no line joins them (nothing was
+    measured between two stages).
 
     Args:
         stages: ``metrics.json``'s ``stages`` rows (``name``, ``accuracy``, ``sparsity``).
@@ -124,7 +125,7 @@ def accuracy_vs_sparsity(stages: Sequence[Mapping[str, Any]], path: str | os.Pat
     fig = _figure(7.5, 4.2)
     ax = fig.add_subplot()
     ax.plot([s["sparsity"] for s in points], [s["accuracy"] for s in points], color=COLORS["trained"],
-            marker="o", linewidth=1.2)
+            marker="o", linestyle="none")
     for k, s in enumerate(points):
         ax.annotate(f"{k}: {s['name']}", (s["sparsity"], s["accuracy"]), textcoords="offset points",
                     xytext=(4, 4 + 8 * (k % 3)), fontsize=7)

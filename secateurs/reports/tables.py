@@ -13,6 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
+from ..analysis.latency import compare_spreads
+
 FLOPS_NOTE = "FLOPs of masked layers are the dense-equivalent FLOPs times the layer's density."
 
 
@@ -21,7 +25,8 @@ def latency_note(metrics: Mapping[str, Any]) -> str:
     final = metrics["final"]
     if final.get("latency_ms") is None:
         return ""
-    text = "Latency: median wall time of one forward pass on one example, on this machine's CPU."
+    text = ("Latency: median wall time of one forward pass on one example, on this machine's CPU, with the middle "
+            "half (first to third quartile) of the timed calls.")
     inference = final.get("inference")
     if inference is None:  # accelerate could not handle this model: the masked model was timed
         return text + " The final model was timed masked: it runs dense kernels and applies its masks."
@@ -96,9 +101,35 @@ def totals(metrics: Mapping[str, Any]) -> Table:
                                                     d.get("file_bytes") is not None else None),
                             (f["file_bytes"], "final.file_bytes")))
     if f.get("latency_ms") is not None:
-        t.rows.append(_pair("latency, batch 1", "ms", (d.get("latency_ms"), "dense.latency_ms"),
+        t.rows.append(_pair("latency, batch 1 (median)", "ms", (d.get("latency_ms"), "dense.latency_ms"),
                             (f["latency_ms"], "final.latency_ms")))
+        t.rows.extend(_latency_spread(d, f))
     return t
+
+
+def _latency_spread(d: Mapping[str, Any], f: Mapping[str, Any]) -> list[list[Cell]]:
+    """The middle half of each model's timings, and whether they differ measurably (spreads that overlap
+    are noise: the same model timed twice differs by tens of percent on a busy machine)."""
+    dq, fq = d.get("latency_ms_quartiles"), f.get("latency_ms_quartiles")
+    if dq is None or fq is None:
+        return []
+    spread = [Cell("latency, middle half of the timings"), Cell(f"{dq[0]:.3f}–{dq[1]:.3f} ms"),
+              Cell(f"{fq[0]:.3f}–{fq[1]:.3f} ms")]
+    verdict = compare_spreads((dq[0], d["latency_ms"], dq[1]), (fq[0], f["latency_ms"], fq[1]))
+    return [spread, [Cell("latency, final against dense"), Cell(""), Cell(verdict)]]
+
+
+def run_info(metrics: Mapping[str, Any]) -> Table:
+    """How the run was made: its seed and the versions of what computed it (the recipe is shown beside)."""
+    recipe, found = metrics.get("recipe") or {}, metrics.get("versions") or {}
+    rows = [[Cell("seed"), Cell(recipe.get("seed"), "text", "recipe.seed")]]
+    rows += [[Cell(name), Cell(value, "text", f"versions.{name}")] for name, value in found.items()]
+    return Table("Run", ["", "value"], rows)
+
+
+def recipe_yaml(metrics: Mapping[str, Any]) -> str:
+    """The recipe the run carried out, every setting spelled out (defaults included), as YAML."""
+    return yaml.safe_dump(metrics.get("recipe") or {}, sort_keys=False, default_flow_style=None).strip()
 
 
 def stages(metrics: Mapping[str, Any]) -> Table:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import devices, masking, progress, storage, zoo
-from ..analysis.latency import latency_ms
+from ..analysis.latency import latency_spread
 from ..analysis.summary import summary
 from ..errors import PruningError
 from ..files import check_writable, write_text
@@ -28,6 +30,7 @@ from ..training.loop import evaluate, train
 from ..training.schedules import snapshot
 from .recipes import Recipe
 from .recipes import key as recipe_key
+from .rewinding import carried
 from .settings import Finetune
 from .stages import Row, StageContext
 from .stages.context import agree, format_accuracy, loss_penalty, row, say
@@ -60,6 +63,10 @@ def fits(model: nn.Module, inputs: tuple[Any, ...], what: str) -> None:
         reason = str(exc).removeprefix("example_inputs: the model fails on them ").splitlines()[0][:200]
         raise PruningError(f"{what} (inputs of shape {', '.join(map(str, shapes))}) do not fit the model: "
                            f"{reason}") from None
+
+
+Spread = tuple[float, float, float] | None
+"""A :func:`~secateurs.analysis.latency.latency_spread`: first quartile, median, third quartile (ms)."""
 
 
 def _weights(model: nn.Module) -> dict[str, Tensor]:
@@ -139,13 +146,15 @@ def _run(recipe: Recipe, out_dir: str | Path, quiet: bool, device: torch.device)
     test = ds.test if ds is not None else None
     example = devices.move((test.tensors[0][:1],) if test is not None else zoo.example_inputs(model), device)
     dense_acc = evaluate(model, test) if test is not None else None
-    dense_sum, before, dense_ms = summary(model, example), _weights(model), latency_ms(model, example)
+    dense_sum, before, dense_ms = summary(model, example), _weights(model), latency_spread(model, example)
     ctx = StageContext(recipe, 0, model, out, train_data=ds.train if ds is not None else None, test_data=test,
                        example=example, init_state=init_state, quiet=quiet, dense_params=dense_sum.params)
     stages = [row("dense", dense_acc, model, dense_sum.params)]
     say(quiet, f"dense: accuracy {format_accuracy(dense_acc)}, {dense_sum.total_params:,} parameters")
     for i, stage in enumerate(recipe.prune, start=1):
+        previous = model
         model, rows = stage.run(dataclasses.replace(ctx, index=i, model=model))
+        ctx = dataclasses.replace(ctx, init_state=carried(ctx.init_state, previous, model))  # merged: rewindable
         stages.extend(rows)
         stages.extend(_finetune(dataclasses.replace(ctx, index=i, model=model), stage.finetune))
     if recipe.export.compact:
@@ -164,7 +173,7 @@ def _run(recipe: Recipe, out_dir: str | Path, quiet: bool, device: torch.device)
 
 
 def _write(recipe: Recipe, model: nn.Module, metrics: dict[str, Any], snaps: dict[str, Any],
-           timing: tuple[Any, float | None], out: Path, start: float) -> None:
+           timing: tuple[Any, Spread], out: Path, start: float) -> None:
     """Write the model, plots, report and metrics.json (rank 0 only, under torchrun).
 
     ``snaps`` holds the weights before training (``None`` when the run did not train) and
@@ -173,7 +182,8 @@ def _write(recipe: Recipe, model: nn.Module, metrics: dict[str, Any], snaps: dic
     storage.save(model, out / "model.safetensors")
     _measure_files(metrics, out, dense_ms, _final_latency(model, example, metrics))
     if recipe.report:
-        snaps = {**snaps, "pruned": _weights(model)}
+        # "final" when training followed the pruning (fine-tuning, or a stage that trains while it prunes)
+        snaps = {**snaps, "final" if any(s.trains() for s in recipe.prune) else "pruned": _weights(model)}
         metrics["plots"] = plots.run_plots(out, metrics, {k: v for k, v in snaps.items() if v is not None})
     metrics["seconds"] = time.perf_counter() - start
     text = json.dumps(metrics, indent=2)
@@ -182,7 +192,7 @@ def _write(recipe: Recipe, model: nn.Module, metrics: dict[str, Any], snaps: dic
         write_reports(out, metrics)
 
 
-def _final_latency(model: nn.Module, example: Any, metrics: dict[str, Any]) -> float | None:
+def _final_latency(model: nn.Module, example: Any, metrics: dict[str, Any]) -> Spread:
     """Batch-1 latency of the final model as :func:`accelerate` runs it for inference (the masked model
     itself still runs dense kernels and applies its masks: timing it would measure the masks' cost).
     Records the paths chosen in ``metrics["final"]["inference"]`` (``None`` when the model was timed masked)."""
@@ -190,21 +200,23 @@ def _final_latency(model: nn.Module, example: Any, metrics: dict[str, Any]) -> f
     if example is None:
         return None
     if devices.of(model).type != "cpu":  # accelerate's kernels are CPU kernels: time the model on its device
-        return latency_ms(model, example)
+        return latency_spread(model, example)
     try:
         fast = accelerate(model, example)
     except (PruningError, RuntimeError):  # a model accelerate cannot run: time it as it is
-        return latency_ms(model, example)
+        return latency_spread(model, example)
     metrics["final"]["inference"] = {"structure": fast.structure, "layers": {c.name: c.path for c in fast.layers}}
-    return latency_ms(fast.model, example)
+    return latency_spread(fast.model, example)
 
 
-def _measure_files(metrics: dict[str, Any], out: Path, dense_ms: float | None, final_ms: float | None) -> None:
+def _measure_files(metrics: dict[str, Any], out: Path, dense_ms: Spread, final_ms: Spread) -> None:
     """Add the saved files' sizes and the measured latencies to ``metrics`` (``None`` where not measured)."""
     dense_file = out / "dense.safetensors"
     metrics["dense"]["file_bytes"] = dense_file.stat().st_size if dense_file.is_file() else None
     metrics["final"]["file_bytes"] = (out / "model.safetensors").stat().st_size
-    metrics["dense"]["latency_ms"], metrics["final"]["latency_ms"] = dense_ms, final_ms
+    for entry, spread in ((metrics["dense"], dense_ms), (metrics["final"], final_ms)):
+        entry["latency_ms"] = None if spread is None else spread[1]  # the median
+        entry["latency_ms_quartiles"] = None if spread is None else [spread[0], spread[2]]
 
 
 def _finetune(ctx: StageContext, settings: Finetune | None) -> list[Row]:
@@ -221,18 +233,39 @@ def _finetune(ctx: StageContext, settings: Finetune | None) -> list[Row]:
     return [entry]
 
 
-def check(recipe: Recipe) -> None:
-    """Raise :class:`PruningError` for what a recipe's schema cannot see (its model, layer patterns,
-    batch sizes), without running it: ``secateurs compare`` checks every method before the first runs."""
-    _check_stages(recipe, build_model(recipe))
+def check(recipe: Recipe) -> nn.Module:
+    """Raise :class:`PruningError` for what a recipe's schema cannot see (its model, its data's fit, layer
+    patterns, each stage against the model, batch sizes), without training or pruning anything:
+    ``secateurs run --check`` and ``secateurs compare`` (before the first method runs).
+
+    Returns:
+        The model as built (untrained).
+    """
+    model = build_model(recipe)
+    _check_stages(recipe, model)
+    if recipe.data is not None:
+        fits(model, (zoo.dataset(recipe.data).test.tensors[0][:1],), f"data {recipe.data!r}")
+    return model
 
 
 def _check_stages(recipe: Recipe, model: nn.Module) -> None:
     """Catch what the schema cannot see (layer patterns, no prunable layers, batch sizes) before any work."""
     for batch_size in [recipe.train.batch_size] + [s.finetune.batch_size for s in recipe.prune if s.finetune]:
         distributed.local_batch(batch_size)  # under torchrun: a multiple of the number of processes
-    for stage in recipe.prune:
-        stage.check(model)
+    for i, stage in enumerate(recipe.prune, start=1):
+        try:
+            stage.check(model)
+        except PruningError as exc:  # before any work, naming the stage as the recipe has it
+            raise PruningError(f"prune stage {i} ({stage.selector()}): {exc}") from None
+
+
+def versions() -> dict[str, str]:
+    """The versions a run's numbers depend on, for its report: secateurs, torch, Python."""
+    try:
+        mine = importlib.metadata.version("secateurs")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        mine = "not installed"
+    return {"secateurs": mine, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def _metrics(recipe: Recipe, dense_acc: float | None, dense_sum: Any, stages: list[dict[str, Any]],
@@ -254,5 +287,6 @@ def _metrics(recipe: Recipe, dense_acc: float | None, dense_sum: Any, stages: li
         "compacted": recipe.export.compact,
         "layers": final.to_dict()["layers"],
         "recipe": recipe.model_dump(),
+        "versions": versions(),
         "seconds": seconds,
     }

@@ -111,9 +111,19 @@ def snapshot(model: nn.Module) -> dict[str, Tensor]:
 
 
 def rewind(model: nn.Module, state: Mapping[str, Tensor]) -> None:
-    """Put ``state`` (from :func:`snapshot`) back into ``model``; masks are left as they are."""
+    """Put ``state`` (from :func:`snapshot`) back into ``model``; masks are left as they are.
+
+    Raises:
+        PruningError: a tensor of ``state`` has another shape than the model's (the model was merged or
+            compacted after the snapshot); nothing is changed then.
+    """
+    live = _live(model)
+    for key, value in live.items():
+        if key in state and state[key].shape != value.shape:
+            raise PruningError(f"cannot rewind {key}: the snapshot is {tuple(state[key].shape)}, the model "
+                               f"{tuple(value.shape)} (its architecture changed since); take the snapshot after")
     with torch.no_grad():
-        for key, value in _live(model).items():
+        for key, value in live.items():
             if key in state:
                 value.copy_(state[key])
 
@@ -122,11 +132,13 @@ class Iterative:
     """Iterative magnitude pruning with rewinding: lottery tickets (Frankle & Carbin, 2019).
 
     Each round prunes ``rate`` of the weights that remain (so after ``k`` rounds the
-    sparsity is ``1 − (1 − rate)^k``), then rewinds the surviving weights to their
+    sparsity is ``1 − (1 − s₀)(1 − rate)^k``, ``s₀`` the model's sparsity when it starts: ``1 − (1 − rate)^k``
+    for a dense model), then rewinds the surviving weights to their
     values at initialisation (``rewind="init"``), after ``k`` training steps
     (``rewind=k``, Frankle et al. 2020), or not at all (``rewind=None``: fine-tuning).
 
-    Use it either inside a loop (``step()`` ends a round every ``every`` steps) or with
+    Use it either inside a loop (``step()`` ends a round every ``every`` steps; ``step()`` without
+    ``every`` is an error, not a loop that never prunes), by calling :meth:`next_round` yourself, or with
     :meth:`run`, which trains, prunes and rewinds round by round. With ``out_dir``, each
     round's model and metrics are saved there, and a new ``Iterative`` on the same
     directory resumes after the last completed round.
@@ -136,7 +148,7 @@ class Iterative:
         rounds: number of pruning rounds.
         rate: fraction of the remaining weights pruned per round, in (0, 1).
         rewind: ``"init"``, a step number, or ``None``.
-        every: training steps per round, for :meth:`step`.
+        every: training steps per round, needed by :meth:`step`.
         out_dir: where rounds are saved and resumed from.
         **options: passed to :func:`secateurs.prune`.
     """
@@ -149,20 +161,26 @@ class Iterative:
             raise PruningError("rate must be in (0, 1), got 0")
         if not (rewind is None or rewind == "init" or (isinstance(rewind, int) and rewind >= 0)):
             raise PruningError(f"rewind must be 'init', a step number or None, got {rewind!r}")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise PruningError(f"every must be a positive number of training steps or None, got {every!r}")
         self.model, self.rounds, self.rate, self.rewind_to = model, rounds, float(rate), rewind
         self.every, self.options, self.t, self.round = every, options, 0, 0
         self.history: list[dict[str, Any]] = []
+        self.start = _sparsity_of(model, options)  # rounds prune ``rate`` of what remains from here
         self.out = None if out_dir is None else Path(out_dir)
         self.state = snapshot(model) if rewind == "init" or rewind == 0 else None
         if self.out is not None:
             self._resume()
 
     def sparsity_at_round(self, k: int) -> float:
-        """Target after round ``k``: ``1 − (1 − rate)^k``."""
-        return 1.0 - (1.0 - self.rate) ** k
+        """Target after round ``k``: ``1 − (1 − s₀)(1 − rate)^k``, ``s₀`` the sparsity at the start."""
+        return 1.0 - (1.0 - self.start) * (1.0 - self.rate) ** k
 
     def step(self, step: int | None = None) -> PruneResult | None:
         """Advance one training step; take the rewind snapshot or end a round when due."""
+        if not self.every:
+            raise PruningError("Iterative.step() needs every= (training steps per round): without it no round "
+                               "would ever end; pass every=, or call next_round() or run() yourself")
         self.t = self.t + 1 if step is None else step
         if isinstance(self.rewind_to, int) and self.t == self.rewind_to and self.state is None:
             self.state = snapshot(self.model)
@@ -201,7 +219,8 @@ class Iterative:
             atomic_write(self.out / "rewind.safetensors", lambda tmp: save_file(state, tmp))
         if model:
             storage.save(self.model, self.out / f"round-{self.round}.safetensors")
-        text = json.dumps({"round": self.round, "t": self.t, "history": self.history}, indent=2)
+        saved = {"round": self.round, "t": self.t, "start": self.start, "history": self.history}
+        text = json.dumps(saved, indent=2)
         atomic_write(self.out / "rounds.json", lambda tmp: Path(tmp).write_text(text))
 
     def _resume(self) -> None:
@@ -212,12 +231,22 @@ class Iterative:
         if saved is None:
             return
         self.round, self.t, self.history = saved["round"], saved["t"], saved["history"]
+        self.start = float(saved.get("start", 0.0))
         if main:
             storage.load(self.out / f"round-{self.round}.safetensors", self.model)
         distributed.broadcast_masks(self.model)
         if distributed.broadcast_object(main and (self.out / "rewind.safetensors").is_file()):
             self.state = load_file(str(self.out / "rewind.safetensors")) if main else snapshot(self.model)
             distributed.broadcast_tensors(self.state)
+
+
+def _sparsity_of(model: nn.Module, options: Mapping[str, Any]) -> float:
+    """The sparsity now of the tensors :func:`prune` would take with ``options`` (its ``layers``, ``params``)."""
+    targets = resolve_layers(model, options.get("layers"), 0.0, params=options.get("params"), tensors=True)
+    masks = [masking.get_mask(t.module, t.tensor) for t in targets]
+    total = sum(t.original.numel() for t in targets)
+    kept = sum(t.original.numel() if m is None else int(torch.count_nonzero(m)) for t, m in zip(targets, masks))
+    return 1.0 - kept / total if total else 0.0
 
 
 def update_fraction(step: int, alpha: float, end: int) -> float:

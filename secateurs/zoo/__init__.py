@@ -6,7 +6,7 @@ inside installed packages; nothing is downloaded.
 """
 
 from .data import Dataset, dataset, datasets
-from .models import example_inputs, for_data, model, models
+from .models import arguments, example_inputs, for_data, model, models
 from . import cnn, transformer  # noqa: F401  importing them registers their models (after .models)
 
-__all__ = ["Dataset", "dataset", "datasets", "example_inputs", "for_data", "model", "models"]
+__all__ = ["Dataset", "arguments", "dataset", "datasets", "example_inputs", "for_data", "model", "models"]

@@ -144,6 +144,19 @@ def models() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def arguments(name: str) -> dict[str, Any]:
+    """The arguments model ``name`` takes (``model_args``) with their defaults (``None`` when it has none).
+
+    Example:
+        >>> arguments("lenet-300-100")
+        {'in_features': 784, 'num_classes': 10}
+    """
+    if name not in _BUILDERS:
+        raise PruningError(f"unknown model {str(name)[:60]!r}; allowed: {', '.join(models())}")
+    params = inspect.signature(_BUILDERS[name]).parameters.values()
+    return {p.name: None if p.default is inspect.Parameter.empty else p.default for p in params}
+
+
 def model(name: str, **kwargs: Any) -> nn.Module:
     """Build a bundled model by name; it remembers ``name`` and ``kwargs`` for saving.
 

@@ -45,7 +45,7 @@ def test_prune_reaches_the_target_in_whole_groups(group):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
     target = group.sparsity if group.sparsity is not None else 0.5
-    result = sc.prune(net, target, granularity=group, scope="local")
+    result = sc.prune(net, target, granularity=group, scope="local", layers={"2": target})  # named: the output too
     assert result.sparsity == pytest.approx(target)
     for name, mask in sc.masks(net).items():
         assert torch.equal(group.expand(group.group_keep(mask), tuple(mask.shape)), mask), name

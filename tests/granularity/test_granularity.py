@@ -15,8 +15,10 @@ from secateurs import granularity as gran
 
 
 def _removed(p: float, n: int) -> int:
-    """Entries removed for sparsity ``p`` of ``n``: the product rounded half up (as documented)."""
-    return int(math.floor(p * n + 0.5))
+    """Entries removed for sparsity ``p`` of ``n``: the product rounded half up, never all for ``p < 1``
+    (as documented)."""
+    removed = int(math.floor(p * n + 0.5))
+    return min(removed, n - 1) if p < 1 and n else removed
 
 
 def _set(layer: nn.Module, values) -> nn.Module:
@@ -434,8 +436,13 @@ def _two_scales():
     return net
 
 
+def _headed() -> nn.Sequential:
+    """:func:`_two_scales` with an output layer after it, which neuron pruning keeps whole."""
+    return nn.Sequential(*_two_scales(), nn.Linear(16, 2))
+
+
 def test_global_channels_normalise_per_layer_so_both_layers_lose_rows():
-    net = _two_scales()
+    net = _headed()
     w = {k: v.detach().clone() for k, v in net.state_dict().items() if k.endswith("weight")}
     sc.prune(net, 0.5, granularity="neuron", scope="global")
     masks = sc.masks(net)
@@ -481,7 +488,7 @@ def test_channels_after_unstructured_keep_earlier_pruned_entries():
     net = nn.Sequential(nn.Linear(8, 10))
     sc.prune(net, 0.5, scope="local")
     first = sc.masks(net)["0.weight"].clone()
-    sc.prune(net, 0.5, granularity="neuron", scope="local")
+    sc.prune(net, 0.5, granularity="neuron", scope="local", layers={"0": 0.5})  # named: the output layer too
     second = sc.masks(net)["0.weight"]
     assert not bool((second & ~first).any())
     assert int(_rows_pruned(second).sum()) == 5
@@ -496,7 +503,7 @@ def test_channels_min_density_local_keeps_enough_rows():
 
 
 def test_channels_min_density_global_keeps_enough_rows():
-    net = _two_scales()
+    net = _headed()
     with pytest.warns(UserWarning, match="min_density"):
         r = sc.prune(net, 0.9, granularity="neuron", scope="global", min_density=0.3)
     masks = sc.masks(net)
@@ -522,21 +529,27 @@ def test_every_granularity_with_every_scope(granularity, sparsity, scope):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
     x = torch.randn(5, 8)
+    units = granularity in ("neuron", "channel", "filter")
     r = sc.prune(net, sparsity, granularity=granularity, scope=scope)
     masks = sc.masks(net)
-    assert set(masks) == {"0.weight", "2.weight", "4.weight"}
+    # whole output neurons of the output layer would be logits gone: it is kept, and the result says so
+    assert set(masks) == {"0.weight", "2.weight"} | (set() if units else {"4.weight"})
+    assert r.notes == (["kept 4 whole: its neurons are the model's outputs; name it in layers= to prune it"]
+                       if units else [])
     for name, mask in masks.items():
         w = net.get_submodule(name[: -len(".weight")]).weight
         assert bool((w[~mask] == 0).all())
     y = net(x)
     assert y.shape == (5, 4) and bool(torch.isfinite(y).all())
-    if granularity in ("neuron", "channel", "filter") and scope == "global":
+    if units and scope == "global":
         # rows of different layers have different sizes: the count is exact in rows, not weights
-        assert sum(int(_rows_pruned(m).sum()) for m in masks.values()) == _removed(sparsity, 16 + 8 + 4)
+        assert sum(int(_rows_pruned(m).sum()) for m in masks.values()) == _removed(sparsity, 16 + 8)
         assert 0 < r.sparsity < 1
+    elif units:  # local: each pruned layer loses its share, the output layer nothing
+        assert [row.nonzero == row.params for row in r.layers] == [False, False, True]
     else:
         assert r.sparsity == pytest.approx(sparsity, abs=1e-12)
         assert sc.sparsity(net) == pytest.approx(sparsity, abs=1e-6)
     if scope == "local":
-        for row in r.layers:
+        for row in r.layers[:2] if units else r.layers:
             assert row.params - row.nonzero == _removed(sparsity, row.params)

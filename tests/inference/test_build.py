@@ -51,3 +51,17 @@ def test_compiled_once_then_cached():
     assert build.extension() is build.extension()
     assert build.set_isa(0) == 0
     assert build.set_isa(5) in (0, 1, 2)  # capped at what the CPU has
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    # torch waits forever for this file: a compile killed at the time limit used to hang every later process
+    import os
+    import time
+
+    lock = tmp_path / "lock"
+    lock.touch()
+    assert not build.clear_stale_lock(tmp_path) and lock.exists()  # a compile may be running
+    old = time.time() - build.COMPILE_SECONDS - 120
+    os.utime(lock, (old, old))
+    assert build.clear_stale_lock(tmp_path) and not lock.exists()
+    assert not build.clear_stale_lock(tmp_path)  # nothing left to remove

@@ -190,3 +190,53 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     assert sum(p > 200 for p in title) > 100
     body = img.crop((0, 400, 1280, 2000)).tobytes()  # tables and the embedded plots below
     assert sum(p < 200 for p in body) > 0.02 * len(body)
+
+
+def test_the_page_shows_the_recipe_seed_and_versions(run_dir: Path, page: _Page) -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["versions"]["torch"] == torch.__version__ and metrics["versions"]["python"]
+    keys = {k for k, _, _ in page.cells}
+    assert {"recipe.seed", "versions.secateurs", "versions.torch", "versions.python"} <= keys
+    md, html_text = (run_dir / "report.md").read_text(), (run_dir / "report.html").read_text()
+    assert "## Run" in md and "```yaml\nmodel: mlp\n" in md and "sparsity: 0.6" in md
+    assert "<pre>model: mlp\n" in html_text
+
+
+def test_latency_shows_the_middle_half_and_says_when_there_is_no_measurable_difference(run_dir: Path) -> None:
+    from secateurs.reports.tables import totals
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    low, high = metrics["final"]["latency_ms_quartiles"]
+    assert low <= metrics["final"]["latency_ms"] <= high
+    same = {**metrics, "dense": {**metrics["dense"], "latency_ms": 1.0, "latency_ms_quartiles": [0.8, 1.3]},
+            "final": {**metrics["final"], "latency_ms": 1.5, "latency_ms_quartiles": [1.1, 1.9]}}  # 50% "slower"
+    rows = {r[0].text: [c.text for c in r[1:]] for r in totals(same).rows}
+    assert rows["latency, final against dense"][1].startswith("no measurable difference")
+    assert rows["latency, middle half of the timings"] == ["0.800–1.300 ms", "1.100–1.900 ms"]
+    apart = {**same, "final": {**same["final"], "latency_ms": 0.5, "latency_ms_quartiles": [0.45, 0.55]}}
+    assert {r[0].text: r[2].text for r in totals(apart).rows}["latency, final against dense"].startswith(
+        "final 2.00x faster")
+
+
+def test_the_weights_plot_says_final_after_fine_tuning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+    drawn = plots.weight_distributions
+
+    def spy(snapshots, path, bins=80):
+        seen.append(list(snapshots))
+        return drawn(snapshots, path, bins)
+
+    monkeypatch.setattr(plots, "weight_distributions", spy)
+    runner.run(recipes.parse(RECIPE + "report: true\n"), tmp_path / "tuned", quiet=True)
+    untuned = RECIPE.replace("    finetune: {epochs: 1}\n", "")
+    runner.run(recipes.parse(untuned + "report: true\n"), tmp_path / "untuned", quiet=True)
+    assert [labels[-1] for labels in seen] == ["final", "pruned"]
+
+
+def test_the_accuracy_plot_marks_stages_without_joining_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    stages = [{"name": "dense", "accuracy": 0.9, "sparsity": 0.0}, {"name": "prune 1", "accuracy": 0.8, "sparsity": 0.9}]
+    assert plots.accuracy_vs_sparsity(stages, tmp_path / "a.png")
+    (line,) = figures[0].axes[0].lines
+    assert line.get_linestyle() == "None" and line.get_marker() == "o"  # nothing measured between two stages

@@ -159,6 +159,22 @@ def test_imp_bad_arguments():
         sc.Iterative(_net(), rate=1.5)
     with pytest.raises(sc.PruningError, match="rewind"):
         sc.Iterative(_net(), rewind="end")
+    with pytest.raises(sc.PruningError, match="every"):
+        sc.Iterative(_net(), every=0)
+
+
+def test_imp_step_without_every_is_an_error_not_a_loop_that_never_prunes():
+    pruner = sc.Iterative(_net(), rounds=2, rate=0.5)
+    with pytest.raises(sc.PruningError, match=r"step\(\) needs every="):
+        pruner.step()
+    assert pruner.next_round().sparsity == pytest.approx(0.5)  # the other way to drive it
+
+
+def test_imp_rounds_prune_rate_of_what_remains_after_an_earlier_pruning():
+    net = _net()
+    sc.prune(net, 0.5)
+    pruner = sc.Iterative(net, rounds=2, rate=0.2, rewind=None)
+    assert [round(pruner.next_round().sparsity, 4) for _ in range(2)] == [0.6, 0.68]  # 1 - 0.5 * 0.8^k
 
 
 def test_update_fraction_decays_to_zero():

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from ... import criteria, granularity
 from ...errors import check_sparsity
 from ...pruning import SCOPES
+from ...pruning import check as check_prune
 from ..settings import Strict
 from .base import StageBase, listed
 
@@ -79,6 +80,17 @@ class Allocation(Strict):
         """Whether its granularity removes whole neurons, channels or filters."""
         return granularity.parse(self.granularity).units
 
+    def targets(self) -> list[float]:
+        """Sparsities the stage will ask :func:`secateurs.prune` for (the first ones it reaches), checked
+        against the model before any work (a 2:4 stage asked for 0.7 fails there, not after training)."""
+        return []
+
+    def check(self, model: nn.Module) -> None:
+        """The layer patterns, then each of :meth:`targets` with the granularity, on ``model``."""
+        super().check(model)  # type: ignore[misc]  # StageBase.check, after this mixin in every kind
+        for sparsity in self.targets():
+            check_prune(model, sparsity, granularity=self.granularity, layers=self.layers or None)  # type: ignore[attr-defined]
+
     def options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`secateurs.prune` (and the pruners) this block stands for."""
         layers = self.layers or None  # type: ignore[attr-defined]  # mixed into a StageBase
@@ -91,6 +103,14 @@ class Scored(Allocation, Seeded):
 
     criterion: Literal[STANDALONE] = Field(  # type: ignore[valid-type]
         "magnitude", description="a criterion usable by name (see `secateurs criteria`)")
+    probes: int | None = Field(None, ge=1, description="obd only: Hutchinson probes in all (default 128; more is "
+                                                        "slower and closer to the exact Hessian diagonal)")
+
+    @model_validator(mode="after")
+    def _probes_for_obd(self) -> Scored:
+        if self.probes is not None and self.criterion != "obd":
+            raise ValueError(f"probes applies to criterion obd, not {self.criterion!r}")
+        return self
 
     @field_validator("criterion", mode="before")
     @classmethod
@@ -105,7 +125,10 @@ class Scored(Allocation, Seeded):
         return f"criterion {self.criterion!r}" if criteria.get(self.criterion).needs_data else None
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "criterion": self.criterion, "seed": self.seed}
+        crit: Any = self.criterion
+        if self.probes is not None:  # a criterion with a setting of its own: built here, seeded as by name
+            crit = type(criteria.get(self.criterion))(seed=self.seed, probes=self.probes)
+        return {**super().options(), "criterion": crit, "seed": self.seed}
 
 
 class Training(StageBase):

@@ -27,6 +27,10 @@ class Gradual(Sparsity, Every, Scored, Training):
 
     schedule: Literal["gradual"] = Field("gradual", description="gradual: prune while training (cubic schedule)")
 
+    def targets(self) -> list[float]:
+        final = float(self.sparsity or 0.0)
+        return [final, final / 2]  # the end, and a step on the way (the cubic schedule passes below it)
+
     def prune_while_training(self, ctx: StageContext) -> list[Row]:
         end = ctx.end_step(self.epochs)
         pruner = GradualPruner(ctx.model, self.sparsity, start=0, end=end, every=min(self.every, end),

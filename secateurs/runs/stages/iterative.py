@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 class Iterative(Scored, Training):
     """Prune ``rate`` of the remaining weights per round, training ``epochs`` before each (Frankle & Carbin 2019).
 
-    After ``k`` rounds the sparsity is ``1 - (1 - rate)^k``. The surviving weights rewind to their values
+    After ``k`` rounds the sparsity is ``1 - (1 - s0)(1 - rate)^k``, ``s0`` the sparsity the stage starts from
+    (``1 - (1 - rate)^k`` after a dense model). The surviving weights rewind to their values
     before the dense training (``rewind: init``), to those after a step number, or not at all (``null``).
     Each round is saved in ``stage-<i>-rounds/``, so an interrupted run resumes after the last one; one row
     per round (``"iterative <i>: round <k>"``), then ``"iterative <i>"``.
@@ -38,6 +39,9 @@ class Iterative(Scored, Training):
     rounds: int = Field(5, ge=1, description="pruning rounds")
     rate: float = Field(0.2, gt=0, lt=1, description="fraction of the remaining weights pruned per round")
     rewind: Literal["init"] | int | None = Field("init", description="init, a step number, or null")
+
+    def targets(self) -> list[float]:
+        return [self.rate]  # the first round, from a dense model
 
     def prune_while_training(self, ctx: StageContext) -> list[Row]:
         pruner = IterativePruner(ctx.model, rounds=self.rounds, rate=self.rate, rewind=self.rewind,

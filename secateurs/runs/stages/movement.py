@@ -33,6 +33,10 @@ class Movement(Sparsity, Every, Allocation, Training):
     schedule: Literal["movement"] = Field("movement", description="movement: prune while training, by movement "
                                                                   "scores (cubic schedule)")
 
+    def targets(self) -> list[float]:
+        final = float(self.sparsity or 0.0)
+        return [final, final / 2]  # the end, and a step on the way (the cubic schedule passes below it)
+
     def prune_while_training(self, ctx: StageContext) -> list[Row]:
         tracker = MovementTracker(ctx.model, layers=self.layers or None)
         end = ctx.end_step(self.epochs)

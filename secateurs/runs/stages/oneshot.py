@@ -33,6 +33,9 @@ class OneShot(Sparsity, Scored, StageBase):
     def _needing(self) -> str:
         return f"criterion {self.criterion!r}"
 
+    def targets(self) -> list[float]:
+        return [float(self.sparsity or 0.0)]
+
     def run(self, ctx: StageContext) -> tuple[nn.Module, list[Row]]:
         prune(ctx.model, self.sparsity, data=ctx.calibration(self.calibration_batches), loss_fn=F.cross_entropy,
               example_inputs=ctx.example, **self.options())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -13,6 +14,8 @@ from .base import register
 from .fields import Training
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .context import Row, StageContext
 
 
@@ -34,6 +37,10 @@ class Runtime(Training):
     layers: dict[str, float | None] = Field(default_factory=dict,
                                             description="convs to gate: the names or glob patterns given a "
                                                         "non-null value; every Conv2d when there are none")
+
+    def check(self, model: nn.Module) -> None:
+        """The convs to gate exist (on a copy: wrapping changes the model)."""
+        wrap_convs(copy.deepcopy(model), self.keep, layers=[k for k, v in self.layers.items() if v is not None] or None)
 
     def prune_while_training(self, ctx: StageContext) -> list[Row]:
         patterns = [k for k, v in self.layers.items() if v is not None] or None
