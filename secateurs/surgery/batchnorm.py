@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..graph import NORMS, ChannelGraph, trace
+from ..graph import NORMS, trace
 from ..graph.structural import recognised
 from .tracing import LAYERS
 
@@ -116,16 +116,6 @@ def unfold(model: nn.Module, folded: Mapping[str, Folded], kept: Mapping[str, Se
             bn.running_var.copy_(torch.where(ok, var, bn.running_var))
 
 
-def merged_std(rows: Tensor, saved: Folded, idx: list[int], share: Tensor) -> tuple[Tensor, Tensor]:
-    """The estimated deviation of the ``share``-weighted mean of the members (their correlation taken as the
-    cosine of their rows), and the members' own, ``Σ share · |γ|``."""
-    gamma = saved.gamma[idx].double().abs()
-    norms = rows.norm(dim=1)
-    ok = norms > 0
-    est = (share[ok, None] * gamma[ok, None] * rows[ok] / norms[ok, None]).sum(0).norm()
-    return est, (share * gamma).sum()
-
-
 def repair_stats(rows: Tensor, saved: Folded, idx: list[int], share: Tensor, merged: Tensor,
                  shift: Tensor) -> tuple[Tensor, Tensor]:
     """Scale a merged channel to its members' standard deviation around its (exact) mean, with no data.
@@ -140,59 +130,15 @@ def repair_stats(rows: Tensor, saved: Folded, idx: list[int], share: Tensor, mer
     Returns:
         The repaired row and shift (see :mod:`.fold`, "Repair").
     """
-    est, target = merged_std(rows, saved, idx, share)
+    gamma = saved.gamma[idx].double().abs()
+    norms = rows.norm(dim=1)
+    ok = norms > 0
+    if not bool(ok.any()):
+        return merged, shift
+    est = ((share[ok, None] * gamma[ok, None] * rows[ok] / norms[ok, None]).sum(0)).norm()
+    target = (share * gamma).sum()
     if float(est) <= 0 or float(target) <= 0:
         return merged, shift
     alpha = (target / est).clamp(1.0, float(1 / share.norm())).sqrt()
     mean = (share * saved.beta[idx].double()).sum()
     return alpha * merged, alpha * shift + (1 - alpha) * mean
-
-
-MEAN_KEEPING = {"ReLU", "relu", "relu_", "norm", "flatten", "Flatten", "AdaptiveAvgPool2d", "AvgPool2d", "avg_pool2d",
-                "Dropout", "dropout", "Identity"}
-"""Ops between a merged channel and its reader under which the reader's mean correction is exact in expectation
-(the channel's BatchNorm, then ReLU, then linear pooling or reshaping)."""
-
-
-def relu_mean(mean: Tensor, std: Tensor) -> Tensor:
-    """E[max(z, 0)] for a Gaussian ``z`` of the given mean and standard deviation."""
-    std = std.clamp_min(1e-12)
-    t = mean / std
-    normal = torch.distributions.Normal(torch.zeros_like(t), torch.ones_like(t))
-    return mean * normal.cdf(t) + std * normal.log_prob(t).exp()
-
-
-def keep_means(model: nn.Module, g: ChannelGraph, members: list[dict[str, list[int]]], ids: list[int],
-                   cols: dict[str, dict[int, list[int]]], norm_of: dict[str, tuple[str, Folded]], share: Tensor) -> None:
-    """Keep each reading layer's expected output when a cluster of one layer's channels, each behind its
-    BatchNorm and a ReLU, merges: with the channels Gaussian before the ReLU (mean ``β``, deviation ``|γ|``
-    from the BatchNorm; the merged channel's as repaired), the reader's shift absorbs the change of
-    ``Σ_i a_i E[relu(z_i)]`` (``a_i`` the sum of member ``i``'s reading weights per output)."""
-    if len(members[0]) != 1:
-        return
-    name = next(iter(members[0]))
-    if name not in norm_of or any(len(u[name]) != 1 for u in members):
-        return
-    saved = norm_of[name][1]
-    idx = [u[name][0] for u in members]
-    layer = model.get_submodule(name)
-    rows = layer.weight.detach()[idx].double().reshape(len(idx), -1)
-    est, target = merged_std(rows, saved, idx, share)
-    std = est * (target / est).clamp(1.0, float(1 / share.norm())).sqrt() if float(est) > 0 else target
-    beta, gamma = saved.beta[idx].double(), saved.gamma[idx].double().abs()
-    before = relu_mean(beta, gamma)
-    after = relu_mean((share * beta).sum(), std)
-    for reader, where in cols.items():
-        if ids[0] not in where or not g.via.get(reader, frozenset()) <= MEAN_KEEPING:
-            continue
-        module = model.get_submodule(reader)
-        w = module.weight.detach().double()
-        a = torch.stack([w[:, where[r]].reshape(w.shape[0], -1).sum(1) for r in ids])  # (m, out)
-        delta = (a * (after - before)[:, None]).sum(0)
-        if reader in norm_of:
-            bias = model.get_submodule(norm_of[reader][0]).bias
-        elif getattr(module, "bias", None) is not None:
-            bias = module.bias
-        else:
-            continue
-        bias.sub_(delta.to(bias.dtype))

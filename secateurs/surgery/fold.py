@@ -32,14 +32,8 @@ Fold the Network to Compress"), in our own code:
    correlation and the full factor overshoots (measured: it halves the VGG's accuracy at 30%); we scale
    the merged channel around its mean by the geometric midpoint ``√(σ / σ_c)`` of the two bounds, so
    averaging does not shrink the activations layer after layer (the "variance collapse" the paper
-   describes) nor blow them up. And where a merged channel of one layer goes through its BatchNorm and
-   a ReLU (then at most linear pooling) to its readers, each reader's shift is corrected so that its
-   expected output stays the same: with each channel Gaussian before the ReLU (mean ``β``, deviation
-   ``|γ|``, from the BatchNorm; the merged channel's as repaired), ``E[relu(z)]`` is known in closed
-   form, and the reader loses ``Σ_i a_i (E[relu(z̄)] − E[relu(z_i)])`` (``a_i`` the sum of member
-   ``i``'s reading weights per output). Residual-tied channels (the sum of several BatchNorms before
-   the ReLU) get no mean correction. Channels without a BatchNorm are merged with no repair: there are
-   no statistics to keep.
+   describes) nor blow them up. Channels without a BatchNorm are merged with no repair: there are no
+   statistics to keep.
 5. **Compact** (:func:`.compact.plan`): the folded-away channels are zeroed, then removed as
    :func:`secateurs.compact` removes dead channels; the change is recorded, so :func:`secateurs.save`
    and :func:`secateurs.load` work, and the BatchNorms get their statistics back (:func:`.batchnorm.unfold`).
@@ -63,7 +57,7 @@ from .. import masking
 from ..errors import PruningError
 from ..graph import ChannelGraph, analyse
 from ..progress import track
-from .batchnorm import Folded, keep_means, repair_stats, unfold
+from .batchnorm import Folded, repair_stats, unfold
 from .batchnorm import fold as fold_batchnorm
 from .batchnorm import pairs as batchnorm_pairs
 from .compact import plan
@@ -258,8 +252,6 @@ def _fold_group(model: nn.Module, g: ChannelGraph, units: dict[int, dict[str, li
         share = weight[idx] / weight[idx].sum() if float(weight[idx].sum()) > 0 else torch.full((len(idx),), 1 / len(idx),
                                                                                           dtype=torch.float64)
         members = [units[roots[i]] for i in idx]
-        if repair:
-            keep_means(model, g, members, [roots[i] for i in idx], cols, norm_of, share)
         for name in members[0]:
             _merge_rows(model, name, [u[name] for u in members], norm_of.get(name), repair, share)
         for reader, where in cols.items():

@@ -1,7 +1,5 @@
 """BatchNorm folded into the layer before it and back out; merging BN networks."""
 
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -71,28 +69,3 @@ def test_merge_neurons_without_inputs_on_an_unknown_model_says_what_to_pass():
 
     with pytest.raises(sc.PruningError, match="example_inputs="):
         sc.merge_neurons(Net(), 0.25)
-
-
-def test_relu_mean_of_a_gaussian():
-    got = batchnorm.relu_mean(torch.tensor([0.0, 3.0, -2.0], dtype=torch.float64),
-                              torch.tensor([2.0, 1.0, 1.0], dtype=torch.float64))
-    z = torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    want = [float((2 * z).clamp_min(0).mean()), float((3 + z).clamp_min(0).mean()), float((z - 2).clamp_min(0).mean())]
-    assert float(got[0]) == pytest.approx(2 / math.sqrt(2 * math.pi))
-    assert got.tolist() == pytest.approx(want, abs=3e-3)
-
-
-def test_fold_behind_batchnorm_and_relu_keeps_the_readers_expected_output():
-    torch.manual_seed(0)
-    net = random_bn_stats(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)), seed=1).eval()
-    with torch.no_grad():  # neurons 0 and 1 identical: folding them changes nothing, mean correction included
-        net[0].weight[1], net[0].bias[1] = net[0].weight[0], net[0].bias[0]
-        for t in (net[1].weight, net[1].bias, net[1].running_mean, net[1].running_var):
-            t[1] = t[0]
-    x = torch.randn(5, 3)
-    r = sc.fold(net, 0.25)
-    assert r.model[0].out_features == 3 and torch.allclose(r.model.eval()(x), net(x), atol=1e-5)
-    with torch.no_grad():  # now two different neurons fold: the reader's bias moves by the change of E[relu]
-        net[0].weight[1] = -net[0].weight[0]
-    plain, kept = sc.fold(net, 0.25, repair=False).model, sc.fold(net, 0.25).model
-    assert not torch.allclose(plain[3].bias, kept[3].bias)
