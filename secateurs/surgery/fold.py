@@ -249,8 +249,8 @@ def _fold_group(model: nn.Module, g: ChannelGraph, units: dict[int, dict[str, li
         idx = sorted((labels == c).nonzero().squeeze(1).tolist(), key=lambda i: min(map(min, units[roots[i]].values())))
         if len(idx) < 2:
             continue
-        share = weight[idx] / weight[idx].sum() if float(weight[idx].sum()) > 0 else torch.full((len(idx),), 1 / len(idx),
-                                                                                          dtype=torch.float64)
+        mass = weight[idx]
+        share = mass / mass.sum() if float(mass.sum()) > 0 else torch.full_like(mass, 1 / len(idx))
         members = [units[roots[i]] for i in idx]
         for name in members[0]:
             _merge_rows(model, name, [u[name] for u in members], norm_of.get(name), repair, share)

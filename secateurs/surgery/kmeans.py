@@ -1,9 +1,12 @@
-"""A small seeded k-means (k-means++ seeding, Lloyd iterations) in torch, for :func:`secateurs.fold`.
+"""Weighted clustering in torch for :func:`secateurs.fold`: a seeded k-means (k-means++ seeding, Lloyd
+iterations) and Ward agglomeration.
 
 Written here rather than taken from scikit-learn because scikit-learn is an optional extra and folding
-is part of the library core; it is a few dozen lines, deterministic for a seed (its own
-``torch.Generator``, never the global one), and always returns exactly ``k`` non-empty clusters,
-which folding needs to remove exactly the channels it was asked to.
+is part of the library core. Both take a weight per point (folding weighs a channel by its outgoing
+weights), are deterministic (k-means for a seed, with its own ``torch.Generator``, never the global
+one; Ward always), and return exactly ``k`` non-empty clusters, which folding needs to remove exactly
+the channels it was asked to. Ward keeps, per row, its best partner and recomputes only the rows whose
+partner changed, so a join costs O(n·d) plus the stale rows, not a scan of all pairs' recomputation.
 """
 
 from __future__ import annotations
