@@ -49,7 +49,7 @@ Four parts, each printing its baseline beside it:
 
 6. Folding (issue 16), no data, no fine-tuning: resnet-20 and a VGG with BatchNorm (3 epochs), LeNet-300-100 and
    the 784-1000-10 MLP (10 epochs), trained once on ``mnist`` and cached under ``benchmarks/.cache/`` (keyed by
-   the settings). At f = 0.3 / 0.5 / 0.7 of each group's channels: ``sc.fold`` (mean over k-means seeds 0-2),
+   the settings). At f = 0.3 / 0.5 / 0.7 of each group's channels: ``sc.fold`` (Ward clustering: deterministic),
    ``sc.merge_neurons``, L1-norm coupled channel removal (``sc.prune(criterion="magnitude",
    granularity="channel", scope="local")`` + ``sc.compact``) and random removal (mean over seeds 0-2); test
    accuracy and the share of parameters removed; then ``sc.fold(amount="auto")``.
@@ -81,6 +81,7 @@ from torch import nn
 import secateurs as sc
 from _load import busy_seconds, competing  # benchmarks/ is the script's directory
 from secateurs import zoo
+from secateurs.compat import prepare_torchvision
 from secateurs.training import evaluate, train
 
 FRACTIONS = [round(0.1 * k, 1) for k in range(1, 10)]
@@ -332,6 +333,7 @@ def plot(results: dict[str, dict[str, list[float]]], dense: dict[str, float], pa
 def minilm() -> None:
     from secateurs.zoo import text
 
+    prepare_torchvision()
     st = text.load_minilm()
     sentences = text.real_sentences(64, offset=100)
     batch = text.calibration_batches(st, text.real_sentences(8), batch_size=8)[0]  # for tracing only
@@ -386,6 +388,8 @@ def ffn_by_norm(bert: nn.Module, f: float) -> nn.Module:
 FOLD_FRACTIONS = (0.3, 0.5, 0.7)
 FOLD_METHODS = ("fold", "merge", "l1-norm", "random")
 FOLD_SEEDS = (0, 1, 2)
+MINILM_FRACTIONS = (0.1, 0.25, 0.5)
+MINILM_RUN: list[float] = []  # the fractions part 7 ran (for the plot)
 CNN_EPOCHS = 3
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache")
 FOLD_NETWORKS = {
@@ -440,15 +444,15 @@ def folding(results: dict[str, dict[str, list[float]]], dense: dict[str, float])
         model = trained(label, data)
         dense[label], total = evaluate(model, data.test), params(model)
         print(f"== 6. {label} ({epochs} epochs on mnist, 4,000 images): {total:,} parameters, dense test accuracy "
-              f"{100 * dense[label]:.2f}% (baseline); no data, no fine-tuning; mean of seeds {FOLD_SEEDS} "
-              "(fold: k-means seed, random: draw; merge and l1-norm are deterministic)")
+              f"{100 * dense[label]:.2f}% (baseline); no data, no fine-tuning; random: mean of seeds {FOLD_SEEDS} "
+              "(fold with Ward clustering, merge and l1-norm are deterministic: one run)")
         print("| f | " + " | ".join(f"{m} (params removed)" for m in FOLD_METHODS) + " | fold s |")
         print("|---:|" + "---:|" * (len(FOLD_METHODS) + 1))
         acc = {m: [] for m in FOLD_METHODS}
         for f in FOLD_FRACTIONS:
             cells, secs = [], 0.0
             for m in FOLD_METHODS:
-                seeds = FOLD_SEEDS if m in ("fold", "random") else FOLD_SEEDS[:1]
+                seeds = FOLD_SEEDS if m == "random" else FOLD_SEEDS[:1]  # fold (Ward), merge, l1: deterministic
                 accs, removed = [], 0.0
                 for seed in seeds:
                     t = time.perf_counter()
@@ -471,28 +475,38 @@ def folding(results: dict[str, dict[str, list[float]]], dense: dict[str, float])
         results[label] = acc
 
 
-def minilm_folding(results: dict[str, dict[str, list[float]]], dense: dict[str, float]) -> None:
+def output_energy(outputs: object, _targets: object) -> torch.Tensor:
+    """The loss of the data-driven reference: half the mean squared last hidden state (no labels exist; the
+    activation criterion then scores each neuron and head by its first-order share of the output)."""
+    return 0.5 * outputs.last_hidden_state.pow(2).mean()
+
+
+def minilm_folding(results: dict[str, dict[str, list[float]]], dense: dict[str, float],
+                   fractions: tuple[float, ...] = (0.1, 0.25, 0.5), sentences: int = 64) -> None:
     """Part 7: MiniLM heads and FFN neurons: fold vs merge (FFN only) vs L1-norm vs activation (data, 64 sentences)."""
     from secateurs.zoo import text
 
+    prepare_torchvision()  # transformers imports torchvision, whose PyPI build needs this beside the CPU torch
     st = text.load_minilm()
-    held_out = text.real_sentences(64, offset=100)
-    calib = text.calibration_batches(st, text.real_sentences(64), batch_size=16)
+    held_out = text.real_sentences(sentences, offset=100)
+    calib = text.calibration_batches(st, text.real_sentences(sentences), batch_size=16)
     reference = text.embed(st, held_out)
     total = params(st[0].auto_model)
     dense["all-MiniLM-L6-v2"] = 1.0
     methods = ("fold", "merge", "l1-norm", "activation (data)")
     acc = {m: [] for m in methods}
     print(f"== 7. all-MiniLM-L6-v2 ({total:,} parameters): the fraction f of FFN neurons and of heads of every "
-          "layer removed (merge: FFN neurons only); mean cosine of 64 held-out sentence embeddings to the dense "
-          "model's; activation: data-driven, 64 calibration sentences (reference)")
+          f"layer removed (merge: FFN neurons only); mean cosine of {sentences} held-out sentence embeddings to the "
+          f"dense model's; activation: data-driven, {sentences} calibration sentences (reference)")
     print("| f | " + " | ".join(f"{m} (params removed)" for m in methods) + " |")
     print("|---:|" + "---:|" * len(methods))
-    for f in (0.1, 0.25, 0.5):
+    MINILM_RUN[:] = fractions
+    for f in fractions:
         cells = []
         for m in methods:
             pruned = copy.deepcopy(st)
             inner = pruned[0].auto_model
+            t = time.perf_counter()
             try:
                 if m == "fold":
                     new = sc.fold(inner, f).model
@@ -501,7 +515,7 @@ def minilm_folding(results: dict[str, dict[str, list[float]]], dense: dict[str, 
                 else:
                     sc.prune(inner, f, criterion="magnitude" if m == "l1-norm" else "activation", granularity="neuron",
                              scope="local", layers={"*": None, "encoder.*": f}, example_inputs=calib[0],
-                             data=calib if m != "l1-norm" else None)
+                             data=calib if m != "l1-norm" else None, loss_fn=None if m == "l1-norm" else output_energy)
                     new = sc.compact(inner, calib[0])
             except Exception as exc:  # report, do not hide
                 print(f"   {m} at {f}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
@@ -510,7 +524,7 @@ def minilm_folding(results: dict[str, dict[str, list[float]]], dense: dict[str, 
                 continue
             pruned[0].model = new
             acc[m].append(text.mean_cosine(text.embed(pruned, held_out), reference))
-            cells.append(f"{acc[m][-1]:.4f} ({100 * (1 - params(new) / total):.1f}%)")
+            cells.append(f"{acc[m][-1]:.4f} ({100 * (1 - params(new) / total):.1f}%, {time.perf_counter() - t:.0f} s)")
         print(f"| {f} | " + " | ".join(cells) + " |", flush=True)
     results["all-MiniLM-L6-v2"] = acc
     print()
@@ -524,7 +538,7 @@ def fold_plot(results: dict[str, dict[str, list[float]]], dense: dict[str, float
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4), squeeze=False)
     for ax, (label, acc) in zip(axes[0], results.items()):
-        xs = (0.1, 0.25, 0.5) if label.startswith("all-MiniLM") else FOLD_FRACTIONS
+        xs = MINILM_RUN if label.startswith("all-MiniLM") else FOLD_FRACTIONS
         scale = 1 if label.startswith("all-MiniLM") else 100
         for m, ys in acc.items():
             ax.plot(xs, [scale * y for y in ys], marker="o", label=m)
@@ -551,6 +565,9 @@ def main() -> None:
     parser.add_argument("--fold-plot", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "data_free.png"),
                         help="PNG of parts 6-7 ('' for none)")
     parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument("--skip-fold-mnist", action="store_true", help="part 7 only of the folding parts")
+    parser.add_argument("--minilm-fractions", type=float, nargs="+", default=list(MINILM_FRACTIONS))
+    parser.add_argument("--minilm-sentences", type=int, default=64, help="held-out and calibration sentences")
     parser.add_argument("--busy", action="store_true",
                         help="run one competing CPU-bound process beside the speed measurements")
     args = parser.parse_args()
@@ -571,9 +588,10 @@ def main() -> None:
             minilm()
     results: dict[str, dict[str, list[float]]] = {}
     dense: dict[str, float] = {}
-    folding(results, dense)
+    if not args.skip_fold_mnist:
+        folding(results, dense)
     if not args.skip_minilm:
-        minilm_folding(results, dense)
+        minilm_folding(results, dense, tuple(args.minilm_fractions), args.minilm_sentences)
     if args.fold_plot:
         fold_plot(results, dense, args.fold_plot)
     print(f"total {time.perf_counter() - start:.0f} s")

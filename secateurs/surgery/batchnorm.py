@@ -19,7 +19,6 @@ running statistics, is folded; others are left alone (and the channels they touc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,29 +116,29 @@ def unfold(model: nn.Module, folded: Mapping[str, Folded], kept: Mapping[str, Se
             bn.running_var.copy_(torch.where(ok, var, bn.running_var))
 
 
-def repair_stats(rows: Tensor, shifts: Tensor, saved: Folded, idx: list[int], merged: Tensor,
+def repair_stats(rows: Tensor, saved: Folded, idx: list[int], share: Tensor, merged: Tensor,
                  shift: Tensor) -> tuple[Tensor, Tensor]:
     """Scale a merged channel to its members' standard deviation around its (exact) mean, with no data.
 
     Args:
         rows: the members' folded rows, ``(m, fan_in)``.
-        shifts: the members' folded shifts (unused but for their mean, which ``shift`` is).
         saved: the original BatchNorm parameters and statistics.
         idx: the members' channel indices.
-        merged, shift: the merged row and shift (the means).
+        share: the members' weights in the merge (they sum to 1).
+        merged, shift: the merged row and shift (``share``-weighted means).
 
     Returns:
-        The repaired row and shift (see :mod:`.fold`, step 4).
+        The repaired row and shift (see :mod:`.fold`, "Repair").
     """
     gamma = saved.gamma[idx].double().abs()
     norms = rows.norm(dim=1)
     ok = norms > 0
     if not bool(ok.any()):
         return merged, shift
-    est = ((gamma[ok, None] * rows[ok] / norms[ok, None]).sum(0) / len(idx)).norm()
-    target = gamma.pow(2).mean().sqrt()
+    est = ((share[ok, None] * gamma[ok, None] * rows[ok] / norms[ok, None]).sum(0)).norm()
+    target = (share * gamma).sum()
     if float(est) <= 0 or float(target) <= 0:
         return merged, shift
-    alpha = (target / est).clamp(1.0, math.sqrt(len(idx)))
-    mean = saved.beta[idx].double().mean()
+    alpha = (target / est).clamp(1.0, float(1 / share.norm())).sqrt()
+    mean = (share * saved.beta[idx].double()).sum()
     return alpha * merged, alpha * shift + (1 - alpha) * mean

@@ -69,16 +69,36 @@ def test_fold_shrinks_zoo_bn_networks_and_save_load_replays(tmp_path):
         assert torch.allclose(back(x), r.model.eval()(x), atol=1e-6), name
 
 
-def test_repair_scales_a_merged_channel_to_its_members_deviation():
+def test_repair_scales_a_merged_channel_towards_its_members_deviation():
     saved = Folded("conv", torch.tensor([1.0, 1.0]), torch.tensor([0.5, 1.5]), torch.zeros(2), torch.ones(2), 0.0)
     rows = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # orthogonal: independent channels
-    merged, shift = repair_stats(rows, torch.tensor([0.0, 2.0]), saved, [0, 1], rows.mean(0),
-                                             torch.tensor(1.0, dtype=torch.float64))
-    # sigma of the average = 1/sqrt(2), members' sigma = 1: alpha = sqrt(2) (the cap for 2 members)
-    assert torch.allclose(merged, torch.tensor([0.5, 0.5], dtype=torch.float64) * math.sqrt(2))
-    assert float(shift) == pytest.approx(math.sqrt(2) * 1.0 + (1 - math.sqrt(2)) * 1.0)  # mean of beta is 1
-    same, _ = repair_stats(rows[[0, 0]], torch.zeros(2), saved, [0, 1], rows[0], torch.tensor(0.0))
+    half = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    merged, shift = repair_stats(rows, saved, [0, 1], half, rows.mean(0), torch.tensor(1.0, dtype=torch.float64))
+    # sigma of the average = 1/sqrt(2), members' sigma = 1: full factor sqrt(2), geometric midpoint 2**0.25
+    alpha = 2 ** 0.25
+    assert torch.allclose(merged, half * alpha)
+    assert float(shift) == pytest.approx(alpha * 1.0 + (1 - alpha) * 1.0)  # mean of beta is 1
+    same, _ = repair_stats(rows[[0, 0]], saved, [0, 1], half, rows[0], torch.tensor(0.0))
     assert torch.equal(same, rows[0])  # identical members: nothing to repair
+
+
+def test_folding_with_one_cluster_per_channel_is_the_identity():
+    net = random_bn_stats(zoo.model("resnet-20", in_channels=1, image_size=16, num_classes=3, width=8), seed=1).eval()
+    x = torch.randn(2, 1, 16, 16)
+    for cluster in ("ward", "kmeans"):
+        r = sc.fold(net, 0.0, cluster=cluster)
+        assert all(g.after == g.before for g in r.groups)
+        assert torch.allclose(r.model.eval()(x), net(x), atol=1e-5), cluster
+
+
+def test_a_channel_nobody_reads_folds_away_at_no_cost():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    with torch.no_grad():
+        net[2].weight[:, 3] = 0  # neuron 3 is never read: its weight in the clustering is 0
+    x = torch.randn(5, 4)
+    r = sc.fold(net, 1 / 6)
+    assert r.model[0].out_features == 5 and torch.allclose(r.model(x), net(x), atol=1e-6)
 
 
 def test_gated_mlp_folds_gate_and_up_together():
@@ -130,6 +150,8 @@ def test_bad_amount_and_no_foldable_group_are_one_clear_error():
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(sc.PruningError, match="amount"):
         sc.fold(net, 1.5)
+    with pytest.raises(sc.PruningError, match="cluster"):
+        sc.fold(net, 0.5, cluster="dbscan")
     with pytest.raises(sc.PruningError, match="no group"):
         sc.fold(nn.Sequential(nn.Linear(3, 2)), 0.5)
 
