@@ -40,7 +40,8 @@ class PruneResult:
         asked: the ``sparsity`` asked for.
         notes: one line per layer that was pruned less than asked, or skipped, and why
             (channels coupled to the model's output or to an op secateurs does not follow,
-            a layer that cannot take the granularity); empty when everything asked was done.
+            a layer that cannot take the granularity, channels ``round_to`` kept); empty when everything
+            asked was done.
     """
 
     layers: list[LayerStats]
@@ -92,6 +93,7 @@ def prune(
     leaf_modules: tuple[str, ...] = (),
     params: Iterable[str] | str | None = None,
     strict: bool = False,
+    round_to: int | None = None,
 ) -> PruneResult:
     """Prune ``model`` in place by attaching masks to its prunable weights.
 
@@ -123,6 +125,11 @@ def prune(
             modules, e.g. a language model's head and its token embedding) share one mask.
         strict: raise instead of warning when less than asked can be removed (channels that
             cannot go, layers that cannot take the granularity).
+        round_to: with a channel granularity and ``example_inputs``, round the channels each coupled
+            group keeps up to a multiple of this (as Torch-Pruning's ``round_to``; 8 or 16 suit SIMD
+            widths), so fewer are removed than ``sparsity`` asks; :attr:`PruneResult.notes` and the
+            warning name every group so changed (``strict`` does not refuse what was asked this way).
+            ``secateurs.prune`` also takes ``round_to="auto"`` (a measured choice).
 
     Returns:
         A :class:`PruneResult` with the per-layer sparsities.
@@ -148,6 +155,7 @@ def prune(
     group = gran.parse(granularity)
     if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
         raise PruningError(f"min_density must be a number in [0, 1], got {min_density!r}")
+    round_to = check_round_to(round_to, group, example_inputs)
     targets = resolve_layers(model, layers, sparsity, params=params, tensors=True)
     targets, notes = _check_targets(targets, group)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
@@ -157,8 +165,8 @@ def prune(
         inputs = as_inputs(example_inputs)
         rowwise = [t for t in targets if t.tensor == row_tensors(t.module)[0]]  # the rest: layer by layer
         table = {t.module_name: (t.module, t.sparsity, t.own) for t in rowwise}
-        changes, shortfall, kept = coupled_masks(model, table, crit, group, scope, sparsity,
-                                                 float(min_density), inputs, tuple(leaf_modules))
+        changes, shortfall, kept, rounded = coupled_masks(model, table, crit, group, scope, sparsity,
+                                                          float(min_density), inputs, tuple(leaf_modules), round_to)
         notes += kept
         rest = [t for t in targets if t not in rowwise]
         if rest:
@@ -167,9 +175,10 @@ def prune(
             shortfall += more
     else:
         keep, shortfall = keep_masks(targets, crit, group, scope, sparsity, float(min_density))
-        changes = [(t.module, t.tensor, k) for t, k in zip(targets, keep)]
+        changes, rounded = [(t.module, t.tensor, k) for t, k in zip(targets, keep)], []
     if notes and strict:
         raise PruningError("strict=True and sc.prune cannot remove all that was asked: " + "; ".join(notes))
+    notes += rounded
     for module, tensor_name, k in changes:  # nothing is changed before every mask is known
         masking.set_mask(module, k, tensor_name, copy=False)
     masking.tie(model)  # tied tensors read the mask of the one pruned
@@ -192,6 +201,23 @@ def prune(
                       f"reached over the pruned layers' weights, the columns that read removed channels included; "
                       f"strict=True makes this an error): " + "; ".join(notes), stacklevel=2)
     return result
+
+
+def check_round_to(round_to: object, group: gran.Granularity, example_inputs: object) -> int:
+    """``round_to`` as a whole number >= 1 (1 when ``None``).
+
+    Raises:
+        PruningError: not a whole number >= 1, or given without a channel granularity and ``example_inputs``.
+    """
+    if round_to is None:
+        return 1
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise PruningError(f"round_to must be a whole number >= 1 (e.g. 8), got {round_to!r}")
+    if round_to > 1 and not (group.units and example_inputs is not None):
+        raise PruningError(f"round_to={round_to} rounds channel counts: it needs granularity channel, neuron or "
+                           f"filter and example_inputs=, got granularity {group.name!r}"
+                           + ("" if example_inputs is not None else " without example_inputs"))
+    return round_to
 
 
 def _current(t: Target) -> Tensor:
