@@ -16,7 +16,8 @@ from .analysis import sparsity, summary
 from .errors import PruningError
 from .inference import AccelerateResult, accelerate
 from .masking import finalize, masks, restore
-from .pruning import PruneResult, prune, score
+from .hardware import LatencyResult, prune
+from .pruning import PruneResult, score
 from .reports import sensitivity
 from .storage import export_hf, export_onnx, load, save
 from .surgery.compact import compact
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AccelerateResult", "accelerate", "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET",
     "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria",
-    "FoldResult", "export_hf", "export_onnx", "finalize", "fold", "llm", "load", "masks", "merge_neurons", "penalty",
+    "FoldResult", "LatencyResult", "export_hf", "export_onnx", "finalize", "fold", "llm", "load", "masks", "merge_neurons", "penalty",
     "prune", "restore", "save", "score",
     "sensitivity", "sparsity", "summary",
 ]

@@ -27,7 +27,7 @@ from .graph import ChannelGraph, analyse
 from .modules.attention import ATTENTION, row_tensors
 
 
-def _row_scores(targets: dict[str, nn.Module], crit: Criterion, group: gran.Granularity) -> dict[str, Tensor]:
+def row_scores(targets: dict[str, nn.Module], crit: Criterion, group: gran.Granularity) -> dict[str, Tensor]:
     """Normalised score of each output row; an attention head's q/k/v rows score as its out_proj columns."""
     out = {}
     with torch.no_grad():
@@ -88,7 +88,7 @@ def coupled_masks(
             targets = {**targets, name: targets[f"{name}.out_proj"]}
     units, spaces = units_and_spaces(g, mods)
     notes = kept_notes(g, mods, units)
-    rows = _row_scores(mods, crit, group)
+    rows = row_scores(mods, crit, group)
     pruned_rows = {n: _row_pruned(m) for n, m in mods.items()}
     order, slots, scores = [], [], []
     for members_set, roots in spaces.items():

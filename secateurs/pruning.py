@@ -60,13 +60,14 @@ class PruneResult:
         return format_table(self.layers) + f"\nsparsity {self.sparsity:.4f}" + notes
 
 
-def _prepare(
+def prepare_criterion(
     model: nn.Module,
     criterion: str | criteria.Criterion,
     targets: list[Target],
     ctx: criteria.Context,
     seed: int,
 ) -> criteria.Criterion:
+    """The criterion ready to score ``targets`` (data and loss checked, :meth:`~criteria.Criterion.prepare` run)."""
     crit = criteria.get(criterion, seed=seed)
     if crit.needs_data and ctx.data is None:
         raise PruningError(f"criterion {crit.name!r} needs data=: an iterable of batches")
@@ -160,7 +161,7 @@ def prune(
     targets, notes = _check_targets(targets, group)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
                            granularity=group, example_inputs=example_inputs, min_density=float(min_density))
-    crit = _prepare(model, criterion, targets, ctx, seed)
+    crit = prepare_criterion(model, criterion, targets, ctx, seed)
     if group.units and example_inputs is not None:  # whole units, traced: coupled channels go together
         inputs = as_inputs(example_inputs)
         rowwise = [t for t in targets if t.tensor == row_tensors(t.module)[0]]  # the rest: layer by layer
@@ -274,6 +275,6 @@ def score(
     """
     targets = resolve_layers(model, layers, 0.0)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, example_inputs=example_inputs)
-    crit = _prepare(model, criterion, targets, ctx, seed)
+    crit = prepare_criterion(model, criterion, targets, ctx, seed)
     with torch.no_grad():
         return {t.param: crit.score(t.param, t.weight.detach()) for t in targets}
