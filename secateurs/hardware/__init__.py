@@ -11,8 +11,9 @@ from __future__ import annotations
 from .entry import prune
 from .rounding import choose_round_to, sweep
 from .table import LatencyTable, LayerSpec, cache_dir
-from .target import LatencyResult, Measured, measured_round_to, prune_to_latency
+from .target import LatencyResult, Measured, compare_latency, measured_round_to, prune_to_latency
 from .timing import Timing
 
 __all__ = ["LatencyResult", "LatencyTable", "LayerSpec", "Measured", "Timing", "cache_dir", "choose_round_to",
+           "compare_latency",
            "measured_round_to", "prune", "prune_to_latency", "sweep"]

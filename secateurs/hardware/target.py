@@ -41,7 +41,7 @@ from .rounding import choose_round_to, sweep
 from .table import LatencyTable, LayerSpec, spec_of
 from .timing import Timing, interleaved, spread, summarise
 
-__all__ = ["LatencyResult", "Measured", "measured_round_to", "prune_to_latency"]
+__all__ = ["LatencyResult", "Measured", "compare_latency", "measured_round_to", "prune_to_latency"]
 
 Timer = Callable[[Sequence[nn.Module], tuple[Any, ...]], list[list[float]]]
 """Times models interleaved: seconds per call per model (:func:`~.timing.interleaved`; tests inject one)."""
@@ -158,10 +158,24 @@ class _Session:
             self.masks(trial, step.widths)
         small = compact(trial, self.options["example_inputs"], self.options["leaf_modules"])
         self.small[i] = small
-        dense, pruned = self.timer([self.base, small], self.inputs)
-        ratios = [p / d for p, d in zip(pruned, dense)]
-        return Measured(i, step.predicted_ms / dense_pred, statistics.median(ratios), spread(ratios),
-                        summarise(pruned), summarise(dense))
+        return _ratio(self.timer, self.base, small, self.inputs, i, step.predicted_ms / dense_pred)
+
+
+def _ratio(timer: Timer, dense: nn.Module, small: nn.Module, inputs: tuple[Any, ...], step: int = 0,
+           predicted: float = float("nan")) -> Measured:
+    """``small`` timed against ``dense``, interleaved: the ratio per round, its median and spread."""
+    d, p = timer([dense, small], inputs)
+    ratios = [a / b for a, b in zip(p, d)]
+    return Measured(step, predicted, statistics.median(ratios), spread(ratios), summarise(p), summarise(d))
+
+
+def compare_latency(dense: nn.Module, pruned: nn.Module, example_inputs: Any, batch_size: int = 1,
+                    leaf_modules: Sequence[str] = (), timer: Timer | None = None) -> Measured:
+    """The compacted ``pruned`` model's latency as a fraction of the compacted ``dense`` one's, timed interleaved
+    at ``batch_size`` (a recipe stage reports it; ``predicted`` is NaN)."""
+    inputs = as_inputs(example_inputs)
+    small, base = (compact(m, inputs, leaf_modules) for m in (pruned, dense))
+    return _ratio(timer or interleaved, base, small, batched(inputs, batch_size))
 
 
 def _walk(session: _Session, path: list[Step], latency: float, tries: int) -> tuple[list[Measured], int | None]:
