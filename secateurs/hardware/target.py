@@ -41,7 +41,7 @@ from .rounding import choose_round_to, sweep
 from .table import LatencyTable, LayerSpec, spec_of
 from .timing import Timing, interleaved, spread, summarise
 
-__all__ = ["LatencyResult", "Measured", "compare_latency", "measured_round_to", "prune_to_latency"]
+__all__ = ["LatencyResult", "Measured", "compare_latency", "measured_round_to", "prune_to_latency", "time_against"]
 
 Timer = Callable[[Sequence[nn.Module], tuple[Any, ...]], list[list[float]]]
 """Times models interleaved: seconds per call per model (:func:`~.timing.interleaved`; tests inject one)."""
@@ -158,10 +158,10 @@ class _Session:
             self.masks(trial, step.widths)
         small = compact(trial, self.options["example_inputs"], self.options["leaf_modules"])
         self.small[i] = small
-        return _ratio(self.timer, self.base, small, self.inputs, i, step.predicted_ms / dense_pred)
+        return time_against(self.timer, self.base, small, self.inputs, i, step.predicted_ms / dense_pred)
 
 
-def _ratio(timer: Timer, dense: nn.Module, small: nn.Module, inputs: tuple[Any, ...], step: int = 0,
+def time_against(timer: Timer, dense: nn.Module, small: nn.Module, inputs: tuple[Any, ...], step: int = 0,
            predicted: float = float("nan")) -> Measured:
     """``small`` timed against ``dense``, interleaved: the ratio per round, its median and spread."""
     d, p = timer([dense, small], inputs)
@@ -175,7 +175,7 @@ def compare_latency(dense: nn.Module, pruned: nn.Module, example_inputs: Any, ba
     at ``batch_size`` (a recipe stage reports it; ``predicted`` is NaN)."""
     inputs = as_inputs(example_inputs)
     small, base = (compact(m, inputs, leaf_modules) for m in (pruned, dense))
-    return _ratio(timer or interleaved, base, small, batched(inputs, batch_size))
+    return time_against(timer or interleaved, base, small, batched(inputs, batch_size))
 
 
 def _walk(session: _Session, path: list[Step], latency: float, tries: int) -> tuple[list[Measured], int | None]:
