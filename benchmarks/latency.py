@@ -42,14 +42,14 @@ import warnings
 from pathlib import Path
 
 import torch
+from _load import busy_seconds  # benchmarks/ is the script's directory
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
 import secateurs as sc
-from _load import busy_seconds  # benchmarks/ is the script's directory
 from secateurs import zoo
-from secateurs.hardware import cache_dir, compare_latency
+from secateurs.hardware import cache_dir
 from secateurs.hardware.build import batched
 from secateurs.hardware.target import time_against
 from secateurs.hardware.timing import interleaved

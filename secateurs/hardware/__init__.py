@@ -9,9 +9,10 @@ reads the channel multiple the machine rewards from them (``round_to="auto"``).
 from __future__ import annotations
 
 from .entry import prune
+from .results import LatencyResult, Measured
 from .rounding import choose_round_to, sweep
 from .table import LatencyTable, LayerSpec, cache_dir
-from .target import LatencyResult, Measured, compare_latency, measured_round_to, prune_to_latency
+from .target import compare_latency, measured_round_to, prune_to_latency
 from .timing import Timing
 
 __all__ = ["LatencyResult", "LatencyTable", "LayerSpec", "Measured", "Timing", "cache_dir", "choose_round_to",

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import criteria, granularity as gran
+from .. import criteria
+from .. import granularity as gran
 from ..coupled import row_scores, units_and_spaces
 from ..errors import PruningError
 from ..graph import ChannelGraph

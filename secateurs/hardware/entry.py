@@ -12,7 +12,8 @@ from torch import nn
 
 from .. import granularity as gran
 from ..errors import PruningError
-from ..pruning import PruneResult, prune as prune_sparsity
+from ..pruning import PruneResult
+from ..pruning import prune as prune_sparsity
 from .target import measured_round_to, prune_to_latency
 
 __all__ = ["prune"]

@@ -4,7 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from secateurs.hardware.timing import Timing, interleaved, machine, machine_key, spread, summarise, time_call
+from secateurs.hardware.timing import (
+    Timing,
+    interleaved,
+    machine,
+    machine_key,
+    spread,
+    summarise,
+    time_call,
+)
 
 
 def test_spread_is_half_the_interquartile_range():
