@@ -113,3 +113,19 @@ def test_round_to_auto_for_a_sparsity_is_measured(tmp_path, monkeypatch):
         entry.prune(model, 0.6, granularity="channel", scope="local", example_inputs=(X,), round_to="auto")
     small = sc.compact(model, (X,))
     assert all(m.out_channels % 8 == 0 for m in small.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("name", ["resnet-20", "mobilenet-v2", "vgg"])
+def test_zoo_cnns_reach_a_latency_with_residuals_and_depthwise_convs(name, tmp_path):
+    from secateurs import zoo
+
+    model = zoo.model(name, image_size=16)
+    x = torch.randn(1, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the logits' channels are kept (noted)
+        result = sc.prune(model, latency=0.5, granularity="channel", example_inputs=(x,), batch_size=2,
+                          table=_table(tmp_path), timer=fake_timer)
+    assert result.met and result.measured.ratio <= 0.5
+    small = sc.compact(model, (x,))
+    assert torch.allclose(small(x), result.compacted(x), atol=1e-5)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
