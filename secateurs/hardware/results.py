@@ -33,6 +33,17 @@ class Measured:
     ms: Timing
     dense_ms: Timing
 
+    def meets(self, target: float) -> bool:
+        """Whether the target is reached within the measured spread, the spread counted up to a tenth of the
+        target (on a machine so busy that the spread is larger, nothing counts as met).
+
+        Example:
+            >>> t = Timing(1.0, 0.0, 3)
+            >>> [Measured(0, 0.5, r, s, t, t).meets(0.5) for r, s in ((0.5, 0.0), (0.54, 0.05), (0.7, 0.5))]
+            [True, True, False]
+        """
+        return self.ratio - min(self.ratio_spread, 0.1 * target) <= target
+
 
 @dataclass
 class LatencyResult(PruneResult):
@@ -40,7 +51,8 @@ class LatencyResult(PruneResult):
 
     Attributes:
         latency: the target, a fraction of the dense model's measured latency.
-        met: whether the compacted model's measured latency reached it within its spread.
+        met: whether the compacted model's measured latency reached it within its spread
+            (:meth:`Measured.meets`).
         measured: the chosen point's measurement (``measured.ratio`` is the latency reached, a fraction).
         predicted_ms: the latency model's prediction for the chosen widths, and ``predicted_spread_ms``.
         tries: every point measured, in order.

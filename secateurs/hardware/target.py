@@ -133,7 +133,7 @@ def _walk(session: _Session, path: list[Step], latency: float, tries: int) -> tu
         m = session.measure(i, path[i], dense_pred)
         done.append(m)
         calib = m.ratio / m.predicted if m.predicted > 0 else 1.0
-        if m.ratio - m.ratio_spread <= latency:
+        if m.meets(latency):
             lo = i
         else:
             hi = i
