@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, int]] = [
     ("coupled", 7), ("pruning", 8),
     ("surgery", 9),
     ("storage", 10),
-    ("inference", 11),
+    ("inference", 11), ("hardware", 11),
     ("training", 12),
     ("reports", 13), ("llm", 13),
     ("runs", 14),

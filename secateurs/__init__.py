@@ -20,7 +20,8 @@ from .analysis import sparsity, summary  # noqa: E402
 from .errors import PruningError  # noqa: E402
 from .inference import AccelerateResult, accelerate  # noqa: E402
 from .masking import finalize, masks, restore  # noqa: E402
-from .pruning import PruneResult, prune, score  # noqa: E402
+from .hardware import LatencyResult, prune  # noqa: E402
+from .pruning import PruneResult, score  # noqa: E402
 from .reports import sensitivity  # noqa: E402
 from .storage import export_hf, export_onnx, load, save  # noqa: E402
 from .surgery.compact import compact  # noqa: E402
@@ -36,7 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AccelerateResult", "accelerate", "L0Gates", "Movement", "RuntimeGate", "average_flops", "wrap_convs", "SET",
     "Cubic", "Gradual", "Iterative", "RigL", "MergeResult", "PruneResult", "PruningError", "compact", "criteria",
-    "FoldResult", "export_hf", "export_onnx", "finalize", "fold", "llm", "load", "masks", "merge_neurons", "penalty",
+    "FoldResult", "LatencyResult", "export_hf", "export_onnx", "finalize", "fold", "llm", "load", "masks", "merge_neurons", "penalty",
     "prune", "restore", "save", "score",
     "sensitivity", "sparsity", "summary",
 ]

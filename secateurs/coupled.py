@@ -8,7 +8,10 @@ entries on it. A unit's score is the mean, over its rows, of the row's score
 (mean element score) divided by the mean absolute row score of its layer.
 Units are grouped into *spaces* (units produced by the same set of layers):
 local scope removes ``round(p · units)`` of each space, global scope compares
-all units. A removed unit's rows, biases and BatchNorm weight/bias are masked,
+all units. With ``round_to=r`` the units a space keeps are then rounded *up* to a
+multiple of ``r`` (as Torch-Pruning's ``round_to``: fewer are removed, never more),
+by keeping the best-scored of the units chosen for removal; every space so changed
+gets a note. A removed unit's rows, biases and BatchNorm weight/bias are masked,
 and so are the input columns that read it, so the model computes exactly what
 :func:`secateurs.compact` will compute with the channel gone.
 """
@@ -24,7 +27,7 @@ from .graph import ChannelGraph, analyse
 from .modules.attention import ATTENTION, row_tensors
 
 
-def _row_scores(targets: dict[str, nn.Module], crit: Criterion, group: gran.Granularity) -> dict[str, Tensor]:
+def row_scores(targets: dict[str, nn.Module], crit: Criterion, group: gran.Granularity) -> dict[str, Tensor]:
     """Normalised score of each output row; an attention head's q/k/v rows score as its out_proj columns."""
     out = {}
     with torch.no_grad():
@@ -71,10 +74,12 @@ def coupled_masks(
     min_density: float,
     example_inputs: tuple[object, ...],
     leaf_modules: tuple[str, ...] = (),
-) -> tuple[list[tuple[nn.Module, str, Tensor]], int, list[str]]:
-    """Masks ``(module, tensor name, keep)`` for coupled channel pruning, the shortfall, and notes.
+    round_to: int = 1,
+) -> tuple[list[tuple[nn.Module, str, Tensor]], int, list[str], list[str]]:
+    """Masks ``(module, tensor name, keep)`` for coupled channel pruning, the shortfall, notes, rounding notes.
 
-    The notes name every target layer with channels that cannot be removed, and why (see :func:`kept_notes`).
+    The notes name every target layer with channels that cannot be removed, and why (see :func:`kept_notes`);
+    the rounding notes every space whose kept units ``round_to`` changed (see :func:`round_up`).
     """
     g = analyse(model, example_inputs, leaf_modules)
     mods = {n: m for n, (m, _, _) in targets.items()}
@@ -84,7 +89,7 @@ def coupled_masks(
             targets = {**targets, name: targets[f"{name}.out_proj"]}
     units, spaces = units_and_spaces(g, mods)
     notes = kept_notes(g, mods, units)
-    rows = {n: r.cpu() for n, r in _row_scores(mods, crit, group).items()}  # the choice is made on the CPU
+    rows = {n: r.cpu() for n, r in row_scores(mods, crit, group).items()}  # the choice is made on the CPU
     pruned_rows = {n: _row_pruned(m) for n, m in mods.items()}
     order, slots, scores = [], [], []
     for members_set, roots in spaces.items():
@@ -102,8 +107,45 @@ def coupled_masks(
         yield keys
 
     keep, shortfall = allocation.split_masks(slots, keys_of, sparsity)
+    keep, rounded = round_up(keep, scores, slots, round_to, [sorted(m) for m in spaces])
     removed = {r for roots, k in zip(order, keep) for r, kept in zip(roots, k.tolist()) if not kept}
-    return _masks(model, g, mods, removed), shortfall, notes
+    return _masks(model, g, mods, removed), shortfall, notes, rounded
+
+
+def round_up(
+    keep: list[Tensor], scores: list[Tensor], slots: list[allocation.Slot], round_to: int, names: list[list[str]],
+) -> tuple[list[Tensor], list[str]]:
+    """Each space's keep-mask with its kept units rounded up to a multiple of ``round_to``, and a note per change.
+
+    The units put back are the best-scored of those chosen for removal; units already pruned before stay
+    pruned (the note then says the multiple could not be reached). A space that keeps nothing (or all) is left.
+
+    Example:
+        >>> k, notes = round_up([torch.tensor([True, False, False, True, False])], [torch.arange(5.0)],
+        ...                     [allocation.Slot(5, None)], 4, [["conv"]])
+        >>> k[0].tolist(), notes
+        ([True, False, True, True, True], ['conv: 4 of 5 channels kept instead of 2 (round_to=4)'])
+    """
+    if round_to <= 1:
+        return keep, []
+    out, notes = [], []
+    for k, s, slot, members in zip(keep, scores, slots, names):
+        kept = int(k.sum())
+        want = min(slot.numel, -(-kept // round_to) * round_to)
+        if kept == 0 or want == kept:
+            out.append(k)
+            continue
+        free = ~k if slot.current is None else ~k & slot.current
+        back = torch.nonzero(free).flatten()
+        back = back[torch.argsort(s[back], descending=True, stable=True)][: want - kept]
+        k = k.clone()
+        k[back] = True
+        got = kept + back.numel()
+        where = members[0] + (f" (and {len(members) - 1} coupled layers)" if len(members) > 1 else "")
+        short = "" if got == want else f", not {want}: channels pruned before stay pruned"
+        notes.append(f"{where}: {got} of {slot.numel} channels kept instead of {kept} (round_to={round_to}){short}")
+        out.append(k)
+    return out, notes
 
 
 def kept_notes(g: ChannelGraph, mods: dict[str, nn.Module], units: dict[int, list[tuple[str, int]]]) -> list[str]:

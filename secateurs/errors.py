@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+_PACKAGE = str(Path(__file__).resolve().parent)
+
 
 class PruningError(ValueError):
     """Bad input to secateurs: the message names the argument, the value and what is allowed."""
@@ -30,3 +35,13 @@ def check_choice(value: object, name: str, allowed: list[str] | tuple[str, ...])
     if value not in allowed:
         raise PruningError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
     return str(value)
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` that points at the first frame outside secateurs (the user's line),
+    however many of secateurs' own functions lie between (``sc.prune`` calls ``pruning.prune``, a recipe stage
+    calls ``sc.prune``, ...)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -20,7 +20,7 @@ from . import criteria, devices, masking
 from . import granularity as gran
 from .analysis.summary import LayerStats, format_table
 from .coupled import coupled_masks
-from .errors import PruningError, check_choice, check_sparsity
+from .errors import PruningError, caller_stacklevel, check_choice, check_sparsity
 from .graph.outputs import output_layers
 from .inputs import as_inputs
 from .layers import Target, resolve_layers
@@ -42,7 +42,8 @@ class PruneResult:
         asked: the ``sparsity`` asked for.
         notes: one line per layer that was pruned less than asked, or skipped, and why
             (channels coupled to the model's output or to an op secateurs does not follow,
-            a layer that cannot take the granularity); empty when everything asked was done.
+            a layer that cannot take the granularity, channels ``round_to`` kept); empty when everything
+            asked was done.
     """
 
     layers: list[LayerStats]
@@ -61,13 +62,14 @@ class PruneResult:
         return format_table(self.layers) + f"\nsparsity {self.sparsity:.4f}" + notes
 
 
-def _prepare(
+def prepare_criterion(
     model: nn.Module,
     criterion: str | criteria.Criterion,
     targets: list[Target],
     ctx: criteria.Context,
     seed: int,
 ) -> criteria.Criterion:
+    """The criterion ready to score ``targets`` (data and loss checked, :meth:`~criteria.Criterion.prepare` run)."""
     crit = criteria.get(criterion, seed=seed)
     if crit.needs_data and ctx.data is None:
         raise PruningError(f"criterion {crit.name!r} needs data=: an iterable of batches")
@@ -94,6 +96,7 @@ def prune(
     leaf_modules: tuple[str, ...] = (),
     params: Iterable[str] | str | None = None,
     strict: bool = False,
+    round_to: int | None = None,
 ) -> PruneResult:
     """Prune ``model`` in place by attaching masks to its prunable weights.
 
@@ -125,6 +128,11 @@ def prune(
             modules, e.g. a language model's head and its token embedding) share one mask.
         strict: raise instead of warning when less than asked can be removed (channels that
             cannot go, layers that cannot take the granularity).
+        round_to: with a channel granularity and ``example_inputs``, round the channels each coupled
+            group keeps up to a multiple of this (as Torch-Pruning's ``round_to``; 8 or 16 suit SIMD
+            widths), so fewer are removed than ``sparsity`` asks; :attr:`PruneResult.notes` and the
+            warning name every group so changed (``strict`` does not refuse what was asked this way).
+            ``secateurs.prune`` also takes ``round_to="auto"`` (a measured choice).
 
     Returns:
         A :class:`PruneResult` with the per-layer sparsities.
@@ -150,6 +158,7 @@ def prune(
     group = gran.parse(granularity)
     if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
         raise PruningError(f"min_density must be a number in [0, 1], got {min_density!r}")
+    round_to = check_round_to(round_to, group, example_inputs)
     targets = resolve_layers(model, layers, sparsity, params=params, tensors=True)
     targets, notes = _check_targets(targets, group)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
@@ -158,13 +167,13 @@ def prune(
     if group.units and example_inputs is None:  # traced, the channel graph keeps the outputs (coupled_masks)
         chosen, kept = _keep_outputs(model, targets, group.name)
         notes += kept
-    crit = _prepare(model, criterion, targets, ctx, seed)
+    crit = prepare_criterion(model, criterion, targets, ctx, seed)
     if group.units and example_inputs is not None:  # whole units, traced: coupled channels go together
         inputs = devices.move(as_inputs(example_inputs), devices.of(model))  # on the model's device
         rowwise = [t for t in targets if t.tensor == row_tensors(t.module)[0]]  # the rest: layer by layer
         table = {t.module_name: (t.module, t.sparsity, t.own) for t in rowwise}
-        changes, shortfall, kept = coupled_masks(model, table, crit, group, scope, sparsity,
-                                                 float(min_density), inputs, tuple(leaf_modules))
+        changes, shortfall, kept, rounded = coupled_masks(model, table, crit, group, scope, sparsity,
+                                                          float(min_density), inputs, tuple(leaf_modules), round_to)
         notes += kept
         rest = [t for t in targets if t not in rowwise]
         if rest:
@@ -173,9 +182,10 @@ def prune(
             shortfall += more
     else:
         keep, shortfall = keep_masks(chosen, crit, group, scope, sparsity, float(min_density))
-        changes = [(t.module, t.tensor, k) for t, k in zip(chosen, keep)]
+        changes, rounded = [(t.module, t.tensor, k) for t, k in zip(chosen, keep)], []
     if notes and strict:
         raise PruningError("strict=True and sc.prune cannot remove all that was asked: " + "; ".join(notes))
+    notes += rounded
     for module, tensor_name, k in changes:  # nothing is changed before every mask is known
         masking.set_mask(module, k, tensor_name, copy=False)
     masking.tie(model)  # tied tensors read the mask of the one pruned
@@ -190,13 +200,13 @@ def prune(
     collapsed = [r.name for r in rows if r.nonzero == 0]
     if collapsed:
         warnings.warn(f"layers pruned to nothing (layer collapse): {', '.join(collapsed)}; "
-                      "pass min_density= to keep some weights in every layer", stacklevel=2)
+                      "pass min_density= to keep some weights in every layer", stacklevel=caller_stacklevel())
     total = sum(r.params for r in rows)
     result = PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall, sparsity, notes)
     if notes:
         warnings.warn(f"sc.prune pruned some layers less than asked (sparsity {sparsity:.10g} asked, {result.sparsity:.4f} "
                       f"reached over the pruned layers' weights, the columns that read removed channels included; "
-                      f"strict=True makes this an error): " + "; ".join(notes), stacklevel=2)
+                      f"strict=True makes this an error): " + "; ".join(notes), stacklevel=caller_stacklevel())
     return result
 
 
@@ -224,6 +234,23 @@ def check(
     sparsity = check_sparsity(sparsity)
     group = gran.parse(granularity)
     _check_targets(resolve_layers(model, layers, sparsity, params=params, tensors=True), group)
+
+
+def check_round_to(round_to: object, group: gran.Granularity, example_inputs: object) -> int:
+    """``round_to`` as a whole number >= 1 (1 when ``None``).
+
+    Raises:
+        PruningError: not a whole number >= 1, or given without a channel granularity and ``example_inputs``.
+    """
+    if round_to is None:
+        return 1
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise PruningError(f"round_to must be a whole number >= 1 (e.g. 8), got {round_to!r}")
+    if round_to > 1 and not (group.units and example_inputs is not None):
+        raise PruningError(f"round_to={round_to} rounds channel counts: it needs granularity channel, neuron or "
+                           f"filter and example_inputs=, got granularity {group.name!r}"
+                           + ("" if example_inputs is not None else " without example_inputs"))
+    return round_to
 
 
 def _current(t: Target) -> Tensor:
@@ -301,6 +328,6 @@ def score(
     """
     targets = resolve_layers(model, layers, 0.0)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, example_inputs=example_inputs)
-    crit = _prepare(model, criterion, targets, ctx, seed)
+    crit = prepare_criterion(model, criterion, targets, ctx, seed)
     with torch.no_grad():
         return {t.param: crit.score(t.param, t.weight.detach()) for t in targets}

@@ -1,6 +1,7 @@
 """Shared test settings: small, deterministic, CPU only."""
 
 import os
+import tempfile
 
 import torch
 from hypothesis import settings
@@ -8,6 +9,7 @@ from hypothesis import settings
 from secateurs.compat import prepare_torchvision
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("SECATEURS_CACHE", tempfile.mkdtemp(prefix="secateurs-test-cache-"))  # latency tables
 torch.set_num_threads(1)  # the suite runs on two processes (pytest -n 2)
 settings.register_profile("ci", max_examples=60, deadline=None)
 settings.load_profile("ci")

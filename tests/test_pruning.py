@@ -252,3 +252,11 @@ def test_a_sparsity_just_below_one_globally_keeps_one_weight_and_names_the_colla
     with pytest.warns(UserWarning, match=r"layer collapse\): 2.weight"):
         r = sc.prune(_net(), 0.9999999)
     assert sum(row.nonzero for row in r.layers) == 1 and r.sparsity == pytest.approx(1 - 1 / 300)
+
+
+def test_the_less_than_asked_warning_points_at_the_callers_line():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    with pytest.warns(UserWarning, match="less than asked") as seen:
+        sc.prune(model, 0.5, granularity="neuron", scope="local")  # through sc.prune's wrapper (hardware.entry)
+    assert [w.filename for w in seen if "less than asked" in str(w.message)] == [__file__]

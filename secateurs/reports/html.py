@@ -96,6 +96,8 @@ def write_html(path: str | os.PathLike[str], metrics: Mapping[str, Any], image_d
         ("stages", "Accuracy per stage",
          f'<div class="row">{table_html(stages(metrics), "stages-table")}{figures.get("accuracy", "")}</div>'),
     ]
+    if "latency" in figures:
+        sections.append(("latency", PLOT_TITLES["latency"], figures["latency"]))
     if "weights" in figures:
         sections.append(("weights", "Weight distributions", figures["weights"]))
     layer_table = table_html(layers(metrics), "layers-table")

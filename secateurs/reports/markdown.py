@@ -16,7 +16,7 @@ def write_markdown(path: str | os.PathLike[str], metrics: Mapping[str, Any]) -> 
     figures = metrics.get("plots", {})
     lines = [f"# {title(metrics)}", ""]
     for table, plot, note in ((totals(metrics), None, FLOPS_NOTE), (stages(metrics), "accuracy", None),
-                              (None, "weights", None), (layers(metrics), "sparsity", None)):
+                              (None, "latency", None), (None, "weights", None), (layers(metrics), "sparsity", None)):
         if table is not None:
             lines += [f"## {table.title}", "", *markdown_table(table), ""]
         if plot in figures:

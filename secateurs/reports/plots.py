@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..files import atomic_write
+from .latency import latency_frontier, latency_rows
 
 MAX_PANELS = 16
 """Weight-distribution panels drawn at most; a note says how many layers were left out."""
@@ -194,4 +195,12 @@ def run_plots(out: str | os.PathLike[str], metrics: Mapping[str, Any],
     sparsity_bars(metrics["layers"], out / written["sparsity"])
     if accuracy_vs_sparsity(metrics["stages"], out / "accuracy.png"):
         written["accuracy"] = "accuracy.png"
+    if latency_plot(metrics, out / "latency.png"):
+        written["latency"] = "latency.png"
     return written
+
+
+def latency_plot(metrics: Mapping[str, Any], path: str | os.PathLike[str]) -> bool:
+    """The run's stages with a measured latency, accuracy against latency (:mod:`.latency`); ``False`` if none."""
+    rows = latency_rows(metrics["stages"])
+    return bool(rows) and latency_frontier({"this run": rows}, metrics.get("dense", {}).get("accuracy"), path)

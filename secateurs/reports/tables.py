@@ -168,7 +168,7 @@ def markdown_table(table: Table) -> list[str]:
 
 
 PLOT_TITLES = {"accuracy": "Accuracy across stages", "weights": "Weight distributions",
-               "sparsity": "Sparsity per layer"}
+               "sparsity": "Sparsity per layer", "latency": "Accuracy against measured latency"}
 
 
 def lookup(metrics: Mapping[str, Any], key: str) -> Any:

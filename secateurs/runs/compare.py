@@ -24,6 +24,7 @@ from ..files import atomic_write, check_writable, write_text
 from ..progress import track
 from ..reports import plots
 from ..reports.html import figure_html, page, table_html
+from ..reports.latency import latency_frontier
 from ..reports.tables import Cell, Table, markdown_table
 from . import runner
 from .recipes import DENSE_FIELDS, Recipe
@@ -109,9 +110,24 @@ def _summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "model": first["model"], "data": first["data"], "dense": first["dense"],
         "methods": [{"name": name, "folder": name, "final": m["final"],
-                     "points": [{"stage": s["name"], "sparsity": s["sparsity"], "accuracy": s["accuracy"]}
-                                for s in m["stages"]]} for name, m in results.items()],
+                     "points": [{"stage": s["name"], "sparsity": s["sparsity"], "accuracy": s["accuracy"], **lat}
+                                for s, lat in zip(m["stages"], _latencies(m["stages"]))]}
+                    for name, m in results.items()],
     }
+
+
+def _latencies(stages: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """Each stage's measured latency as a fraction of dense: the product of the stages' own ratios (each stage
+    measures against the model before it), their relative spreads added in quadrature; a row without one
+    (fine-tuning) keeps the latency before it; ``{}`` until a stage has measured one."""
+    out: list[dict[str, float]] = []
+    ratio, rel = None, 0.0
+    for s in stages:
+        if s.get("latency") is not None:
+            ratio = (1.0 if ratio is None else ratio) * s["latency"]
+            rel = (rel ** 2 + (s.get("latency_spread", 0.0) / s["latency"]) ** 2) ** 0.5 if s["latency"] else rel
+        out.append({} if ratio is None else {"latency": ratio, "latency_spread": ratio * rel})
+    return out
 
 
 def table(summary: Mapping[str, Any]) -> Table:
@@ -132,6 +148,8 @@ def write_outputs(out: Path, summary: Mapping[str, Any]) -> None:
     """compare.json, compare.png (with accuracies), compare.md and compare.html, each written atomically."""
     dense_acc = summary["dense"]["accuracy"]
     drawn = plots.frontier({m["name"]: m["points"] for m in summary["methods"]}, dense_acc, out / "compare.png")
+    timed = latency_frontier({m["name"]: m["points"] for m in summary["methods"]}, dense_acc,
+                             out / "compare-latency.png")
     text = json.dumps(summary, indent=2)
     write_text(out / "compare.json", text)
     heading = f"secateurs compare: {summary['model']}" + (f" on {summary['data']}" if summary["data"] else "")
@@ -139,6 +157,7 @@ def write_outputs(out: Path, summary: Mapping[str, Any]) -> None:
     t = table(summary)
     md = [f"# {heading}", "", f"Dense accuracy: {dense}.", "", *markdown_table(t), "",
           *(["![accuracy-sparsity frontier](compare.png)", ""] if drawn else []),
+          *(["![accuracy against measured latency](compare-latency.png)", ""] if timed else []),
           "Each method's own report is in its folder: " + ", ".join(f"[{m['name']}]({m['folder']}/report.md)"
                                                                     for m in summary["methods"]) + ".", ""]
     write_text(out / "compare.md", "\n".join(md))
@@ -146,5 +165,8 @@ def write_outputs(out: Path, summary: Mapping[str, Any]) -> None:
     if drawn:
         sections.append(("frontier", "Accuracy–sparsity frontier",
                          figure_html(out / "compare.png", "Accuracy–sparsity frontier")))
+    if timed:
+        sections.append(("latency", "Accuracy against measured latency",
+                         figure_html(out / "compare-latency.png", "Accuracy against measured latency")))
     html_text = page(heading, f"{len(summary['methods'])} methods; dense accuracy {dense}", sections)
     write_text(out / "compare.html", html_text)

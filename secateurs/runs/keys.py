@@ -29,7 +29,8 @@ STAGE_FIELDS_BEFORE_KINDS: dict[str, Any] = {
 A stage kind now has only its own fields; :func:`key` hashes each stage as that one model dumped it (its
 own fields over these), so rounds saved before stage kinds existed keep their key and are still reused."""
 
-STAGE_FIELDS_ADDED: dict[str, Any] = {"method": "merge", "probes": None}
+STAGE_FIELDS_ADDED: dict[str, Any] = {"method": "merge", "probes": None, "latency": None, "batch_size": None,
+                                      "round_to": None}
 """Fields added to stage kinds since, with their default: left out of the key while they have it, so older
 recipes keep their key."""
 

@@ -194,3 +194,26 @@ def test_finetune_after_a_stage_that_trains_while_pruning(tmp_path):
     recipe = recipes.parse(RECIPE % "gradual, sparsity: 0.5, epochs: 1, every: 5, finetune: {epochs: 1}")
     names = [s["name"] for s in runner.run(recipe, tmp_path, quiet=True)["stages"]]
     assert names == ["dense", "gradual 1", "finetune 1: 1 epochs"]
+
+
+def test_latency_stage_prunes_to_a_measured_latency_and_reports_it(tmp_path):
+    """A real, tiny measurement: the row carries what was measured (its value is not asserted: timings vary)."""
+    recipe = recipes.parse("model: mlp\nmodel_args: {widths: [32]}\nprune:\n"
+                           "  - {latency: 0.7, granularity: neuron, batch_size: 2, round_to: 2}\n")
+    metrics = runner.run(recipe, tmp_path, quiet=True)
+    row = metrics["stages"][1]
+    assert row["name"] == "prune 1: magnitude latency 0.7" and row["latency_target"] == 0.7
+    assert row["latency"] > 0 and row["latency_spread"] >= 0 and row["round_to"] == 2
+    assert isinstance(row["latency_met"], bool) and row["sparsity"] > 0
+
+
+@pytest.mark.parametrize("stage, words", [
+    ("{sparsity: 0.5, latency: 0.5, granularity: channel}", "needs sparsity or latency"),
+    ("{latency: 0.5}", "need granularity channel"),
+    ("{sparsity: 0.5, round_to: 8}", "need granularity channel"),
+    ("{latency: 1.5, granularity: channel}", "less than or equal to 1"),
+    ("{sparsity: 0.5, granularity: channel, round_to: 0}", "round_to must be"),
+])
+def test_latency_and_round_to_errors(stage, words):
+    with pytest.raises(recipes.RecipeError, match=words):
+        recipes.parse(f"model: mlp\ndata: digits\nprune:\n  - {stage}\n")
