@@ -41,6 +41,10 @@ inline float to_f(uint16_t v) { uint32_t u = uint32_t(v) << 16; float f; std::me
 
 constexpr int64_t kTile = 16;  // batch columns per accumulator tile in the transposed (large-batch) kernels
 constexpr int64_t kLargeBatch = 8;
+// Values (and indices) are prefetched this many elements ahead of the small-batch AVX-512 loops (measured:
+// index16 at 90% went from 0.45 to 0.66 of the bandwidth limit, 2:4 from 0.65 to 0.78).
+constexpr int64_t kAhead = 1024;     // N:M
+constexpr int64_t kAheadIdx = 512;   // index16
 
 // ---------------------------------------------------------------- portable code
 template <typename T>
@@ -411,6 +415,9 @@ T512 void nm_512_row(const uint8_t* ir, const T* v, const float* x, float* y, in
   for (int j = 0; j < NB; j++) a0[j] = a1[j] = _mm512_setzero_ps();
   int64_t j16 = 0;
   for (; j16 + 32 <= L; j16 += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(v + j16 + kAhead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(v + j16 + kAhead + 16), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(ir + (j16 + kAhead) * c.bits / 8), _MM_HINT_T0);
     nm_512_step<T, NB>(ir, v, x, K, c, j16, a0);
     nm_512_step<T, NB>(ir, v, x, K, c, j16 + 16, a1);
   }
@@ -486,6 +493,8 @@ T512 void index16_512_row(const uint16_t* ix, const T* v, int64_t cnt, const flo
   for (int j = 0; j < NB; j++) a0[j] = a1[j] = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= cnt; i += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(v + i + kAheadIdx), _MM_HINT_T0);  // the streams, well ahead
+    _mm_prefetch(reinterpret_cast<const char*>(ix + i + kAheadIdx), _MM_HINT_T0);
     const __m512i c0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ix + i)));
     const __m512i c1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ix + i + 16)));
     const __m512 w0 = load16(v + i), w1 = load16(v + i + 16);
