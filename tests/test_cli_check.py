@@ -24,6 +24,7 @@ def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], stages: str, *flags
     ("  - {sparsity: 0.5}\n  - {sparsity: 0.7, granularity: '2:4'}\n", "prune stage 2 (schedule oneshot): granularity 2:4"),
     ("  - {schedule: gradual, sparsity: 0.5, granularity: '2:4', epochs: 1}\n", "prune stage 1 (schedule gradual)"),
     ("  - {schedule: iterative, rate: 0.2, granularity: '2:4', epochs: 1}\n", "prune stage 1 (schedule iterative)"),
+    ("  - {criterion: data-free, amount: 0.5, layers: {'nothing*': 0.5}}\n", "prune stage 1 (criterion data-free)"),
 ])
 @pytest.mark.parametrize("check", [True, False])
 def test_a_stage_that_cannot_run_is_refused_before_any_training(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 from torch import nn
+
+from ... import zoo
 
 from ...surgery.fold import fold
 from ...surgery.merge import merge_neurons
@@ -72,11 +77,21 @@ class DataFree(StageBase):
         return self
 
     def check(self, model: nn.Module) -> None:
-        """Nothing before the run: merging checks its layer patterns when it runs (it shrinks layers)."""
+        """Merge or fold a copy of the model as built (untrained) and discard it: layer patterns, mergeable
+        pairs and the model's structure are checked before any training. Its warnings are left to the run."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._apply(copy.deepcopy(model), zoo.example_inputs(model))
+
+    def _apply(self, model: nn.Module, example: Any) -> nn.Module:
+        if self.method == "fold":
+            return fold(model, self.amount, example_inputs=example).model
+        return merge_neurons(model, self.amount, layers=self.layers or None, scaled=self.scaled,
+                             example_inputs=example).model
 
     def run(self, ctx: StageContext) -> tuple[nn.Module, list[Row]]:
         if self.method == "fold":
-            folded = fold(ctx.model, self.amount, example_inputs=ctx.example).model
+            folded = self._apply(ctx.model, ctx.example)
             return folded, [ctx.done(folded, f"fold {ctx.index}: data-free, amount {self.amount}")]
         merged = merge_neurons(ctx.model, self.amount, layers=self.layers or None, scaled=self.scaled,
                                example_inputs=ctx.example)
