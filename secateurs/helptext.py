@@ -6,7 +6,7 @@ checks that every command has examples and that each parses with the flags its c
 
 from __future__ import annotations
 
-__all__ = ["EXAMPLES", "epilog"]
+__all__ = ["EXAMPLES", "SUBCOMMAND_EXAMPLES", "epilog"]
 
 EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "demo": [("secateurs demo -o out", "train LeNet-300-100 on bundled MNIST, prune 90%, report")],
@@ -32,8 +32,16 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
 }
 """``{command: [(command line, what it does)]}``."""
 
+SUBCOMMAND_EXAMPLES: dict[str, list[tuple[str, str]]] = {
+    "llm prune": [EXAMPLES["llm"][0],
+                  ("secateurs llm prune ./tinyllama -o ./pruned-24 --sparsity 2:4 --method sparsegpt --allocation owl",
+                   "2:4 with SparseGPT, outlier-weighted layer sparsities")],
+    "llm eval": [EXAMPLES["llm"][1]],
+}
+"""Examples of subcommands (``secateurs llm prune --help``), keyed ``"command subcommand"``."""
+
 
 def epilog(command: str) -> str:
     """The ``examples:`` block of ``command``'s help."""
-    lines = [f"  {line}\n      {what}" for line, what in EXAMPLES[command]]
+    lines = [f"  {line}\n      {what}" for line, what in {**EXAMPLES, **SUBCOMMAND_EXAMPLES}[command]]
     return "examples:\n" + "\n".join(lines)

@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from secateurs import cli, zoo
-from secateurs.helptext import EXAMPLES
+from secateurs.helptext import EXAMPLES, SUBCOMMAND_EXAMPLES
 
 
 def _commands() -> dict:
@@ -24,7 +24,16 @@ def test_every_command_has_examples_in_its_help(capsys: pytest.CaptureFixture[st
         assert "examples:" in text and all(line in text for line, _ in EXAMPLES[name]), name
 
 
-@pytest.mark.parametrize("line", [line for lines in EXAMPLES.values() for line, _ in lines])
+def test_llm_subcommands_have_examples_in_their_help() -> None:
+    llm = _commands()["llm"]
+    subs = next(a for a in llm._actions if a.dest == "llm_command").choices
+    for name in ("prune", "eval"):
+        text = subs[name].format_help()
+        assert "examples:" in text and all(line in text for line, _ in SUBCOMMAND_EXAMPLES[f"llm {name}"]), name
+
+
+@pytest.mark.parametrize("line", [line for lines in [*EXAMPLES.values(), *SUBCOMMAND_EXAMPLES.values()]
+                                  for line, _ in lines])
 def test_every_example_parses_with_the_flags_the_command_has(line: str) -> None:
     words = shlex.split(line)
     assert words[0] == "secateurs"

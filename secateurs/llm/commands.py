@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..helptext import epilog
 from .activations import DEFAULT_BUDGET
 from .evaluate import perplexity
 from .layerwise import METHODS
@@ -39,6 +40,8 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--text", help="text file (default: the bundled held-out docstrings)")
     ev.add_argument("--seqlen", type=int, default=512, help="tokens per window (default 512)")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    for name, command in (("prune", pr), ("eval", ev)):
+        command.epilog, command.formatter_class = epilog(f"llm {name}"), argparse.RawDescriptionHelpFormatter
 
 
 def run(a: argparse.Namespace) -> int:
