@@ -41,8 +41,9 @@ inline float to_f(uint16_t v) { uint32_t u = uint32_t(v) << 16; float f; std::me
 
 constexpr int64_t kTile = 16;  // batch columns per accumulator tile in the transposed (large-batch) kernels
 constexpr int64_t kLargeBatch = 8;
-// Values (and indices) are prefetched this many elements ahead of the small-batch AVX-512 loops (measured:
-// index16 at 90% went from 0.45 to 0.66 of the bandwidth limit, 2:4 from 0.65 to 0.78).
+// Values (and indices) are prefetched this many elements ahead of the small-batch AVX-512 loops, every cache
+// line of them (measured at batch 1, 4096x4096 float32: index16 at 90% went from 0.45 to 0.79 of the bandwidth
+// limit, 2:4 from 0.65 to 0.78; BENCHMARKS.md).
 constexpr int64_t kAhead = 1024;     // N:M
 constexpr int64_t kAheadIdx = 512;   // index16
 
