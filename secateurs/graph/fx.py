@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -52,8 +52,10 @@ KEEPS_ZERO_FUNCTIONS = {
 KEEPS_ZERO_METHODS = {"relu", "tanh", "contiguous", "clone", "detach", "neg", "relu_"}
 TIES = {operator.add, torch.add, operator.iadd, operator.sub, torch.sub, operator.mul, torch.mul, operator.imul}
 TIES_METHODS = {"add", "sub", "mul", "add_", "mul_"}
-class _Tracer(fx.Tracer):
-    def __init__(self, leaves: Sequence[str]) -> None:
+class LeafTracer(fx.Tracer):
+    """A tracer that keeps each module named in ``leaves`` as one ``call_module`` node."""
+
+    def __init__(self, leaves: Collection[str]) -> None:
         super().__init__()
         self.leaves = set(leaves)
 
@@ -63,7 +65,7 @@ class _Tracer(fx.Tracer):
 
 def trace(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> fx.GraphModule:
     """Symbolic trace with shapes; an untraceable module is a :class:`PruningError` naming it."""
-    tracer = _Tracer(leaves)
+    tracer = LeafTracer(leaves)
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types; name the module that failed

@@ -12,18 +12,9 @@ from collections.abc import Collection
 
 from torch import fx, nn
 
+from .fx import LeafTracer
+
 __all__ = ["output_layers"]
-
-
-class _LayersAsLeaves(fx.Tracer):
-    """A tracer that records each of ``layers`` as one ``call_module`` node."""
-
-    def __init__(self, layers: Collection[str]) -> None:
-        super().__init__()
-        self.layers = set(layers)
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname in self.layers or super().is_leaf_module(m, qualname)
 
 
 def output_layers(model: nn.Module, layers: Collection[str]) -> list[str] | None:
@@ -42,7 +33,7 @@ def output_layers(model: nn.Module, layers: Collection[str]) -> list[str] | None
     if type(model).forward is nn.Module.forward:
         return []
     try:
-        graph = _LayersAsLeaves(layers).trace(model)
+        graph = LeafTracer(layers).trace(model)
     except Exception:  # fx raises many types; the caller says that the model could not be traced
         return None
     found: set[str] = set()
