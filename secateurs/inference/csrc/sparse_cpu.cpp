@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #define T256 __attribute__((target("avx2,fma,popcnt,bmi,bmi2,lzcnt")))
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,gfni,avx2,fma,popcnt,bmi,bmi2,lzcnt")))
@@ -41,6 +42,20 @@ inline float to_f(uint16_t v) { uint32_t u = uint32_t(v) << 16; float f; std::me
 
 constexpr int64_t kTile = 16;  // batch columns per accumulator tile in the transposed (large-batch) kernels
 constexpr int64_t kLargeBatch = 8;
+
+// step(std::integral_constant<int, NB>{}, i) over i in [0, count): NB = 4 at a time, then the 1 to 3 left. The
+// kernels are templates on how many batch rows (or batch tiles) they handle at once; this picks the instance.
+template <typename Step>
+inline void in_blocks_of_4(int64_t count, Step&& step) {
+  int64_t i = 0;
+  for (; i + 4 <= count; i += 4) step(std::integral_constant<int, 4>{}, i);
+  switch (count - i) {
+    case 3: step(std::integral_constant<int, 3>{}, i); break;
+    case 2: step(std::integral_constant<int, 2>{}, i); break;
+    case 1: step(std::integral_constant<int, 1>{}, i); break;
+    default: break;
+  }
+}
 // Values (and indices) are prefetched this many elements ahead of the small-batch AVX-512 loops, every cache
 // line of them (measured at batch 1, 4096x4096 float32: index16 at 90% went from 0.45 to 0.79 of the bandwidth
 // limit, 2:4 from 0.65 to 0.78; BENCHMARKS.md).
@@ -165,14 +180,9 @@ T256 void bitmask_avx2(const uint8_t* mask, const T* vals, const int64_t* off,
   for (int64_t r = r0; r < r1; r++) {
     const uint8_t* m = mask + r * KB;
     const T* p = vals + off[r];
-    int64_t b = 0;
-    for (; b + 4 <= B; b += 4) bitmask_avx2_row<T, 4>(m, p, x + b * K, y + b * N, N, KB, r);
-    switch (B - b) {
-      case 3: bitmask_avx2_row<T, 3>(m, p, x + b * K, y + b * N, N, KB, r); break;
-      case 2: bitmask_avx2_row<T, 2>(m, p, x + b * K, y + b * N, N, KB, r); break;
-      case 1: bitmask_avx2_row<T, 1>(m, p, x + b * K, y + b * N, N, KB, r); break;
-      default: break;
-    }
+    in_blocks_of_4(B, [&](auto nb, int64_t b) {
+      bitmask_avx2_row<T, decltype(nb)::value>(m, p, x + b * K, y + b * N, N, KB, r);
+    });
   }
 }
 
@@ -184,14 +194,9 @@ T256 void bitmask_avx2_t(const uint8_t* mask, const T* vals, const int64_t* off,
   for (int64_t r = r0; r < r1; r++) {
     const uint8_t* m = mask + r * KB;
     const T* p = vals + off[r];
-    int64_t t = 0;
-    for (; t + 4 <= tiles; t += 4) bitmask_avx2_tiles<T, 4>(m, p, xt, yt, KB, Bp, r, t);
-    switch (tiles - t) {
-      case 3: bitmask_avx2_tiles<T, 3>(m, p, xt, yt, KB, Bp, r, t); break;
-      case 2: bitmask_avx2_tiles<T, 2>(m, p, xt, yt, KB, Bp, r, t); break;
-      case 1: bitmask_avx2_tiles<T, 1>(m, p, xt, yt, KB, Bp, r, t); break;
-      default: break;
-    }
+    in_blocks_of_4(tiles, [&](auto nb, int64_t t) {
+      bitmask_avx2_tiles<T, decltype(nb)::value>(m, p, xt, yt, KB, Bp, r, t);
+    });
   }
 }
 
@@ -247,14 +252,9 @@ T256 void nm_avx2(const uint8_t* idx, const T* vals, const float* x, float* y,
   for (int64_t r = r0; r < r1; r++) {
     const uint8_t* ir = idx + r * RB;
     const T* v = vals + r * L;
-    int64_t b = 0;
-    for (; b + 4 <= B; b += 4) nm_avx2_row<T, 4>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r);
-    switch (B - b) {
-      case 3: nm_avx2_row<T, 3>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r); break;
-      case 2: nm_avx2_row<T, 2>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r); break;
-      case 1: nm_avx2_row<T, 1>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r); break;
-      default: break;
-    }
+    in_blocks_of_4(B, [&](auto nb, int64_t b) {
+      nm_avx2_row<T, decltype(nb)::value>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r);
+    });
   }
 }
 
@@ -358,14 +358,9 @@ T512 void bitmask_512(const uint8_t* mask, const T* vals, const int64_t* off, co
   for (int64_t r = r0; r < r1; r++) {
     const uint8_t* m = mask + r * KB;
     const T* p = vals + off[r];
-    int64_t b = 0;
-    for (; b + 4 <= B; b += 4) bitmask_512_row<T, 4>(m, p, x + b * K, y + b * N, N, KB, r);
-    switch (B - b) {
-      case 3: bitmask_512_row<T, 3>(m, p, x + b * K, y + b * N, N, KB, r); break;
-      case 2: bitmask_512_row<T, 2>(m, p, x + b * K, y + b * N, N, KB, r); break;
-      case 1: bitmask_512_row<T, 1>(m, p, x + b * K, y + b * N, N, KB, r); break;
-      default: break;
-    }
+    in_blocks_of_4(B, [&](auto nb, int64_t b) {
+      bitmask_512_row<T, decltype(nb)::value>(m, p, x + b * K, y + b * N, N, KB, r);
+    });
   }
 }
 
@@ -439,14 +434,9 @@ T512 void nm_512(const uint8_t* idx, const T* vals, const float* x, float* y, in
   for (int64_t r = r0; r < r1; r++) {
     const uint8_t* ir = idx + r * RB;
     const T* v = vals + r * L;
-    int64_t b = 0;
-    for (; b + 4 <= B; b += 4) nm_512_row<T, 4>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r);
-    switch (B - b) {
-      case 3: nm_512_row<T, 3>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r); break;
-      case 2: nm_512_row<T, 2>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r); break;
-      case 1: nm_512_row<T, 1>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r); break;
-      default: break;
-    }
+    in_blocks_of_4(B, [&](auto nb, int64_t b) {
+      nm_512_row<T, decltype(nb)::value>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r);
+    });
   }
 }
 
@@ -523,21 +513,11 @@ void index16_small(const uint16_t* idx, const T* vals, const int64_t* off, const
     const uint16_t* ix = idx + off[r];
     const T* v = vals + off[r];
     const int64_t cnt = off[r + 1] - off[r];
-    for (int64_t b = 0; b < B; b += 4) {
-      const int64_t nb = std::min<int64_t>(4, B - b);
-      const float* xb = x + b * K;
-      float* yb = y + b * N;
-#define SECATEURS_IDX16(NBV)                                                   \
-  if (isa() == 2) index16_512_row<T, NBV>(ix, v, cnt, xb, yb, N, K, r);        \
-  else index16_avx2_row<T, NBV>(ix, v, cnt, xb, yb, N, K, r);
-      switch (nb) {
-        case 4: SECATEURS_IDX16(4) break;
-        case 3: SECATEURS_IDX16(3) break;
-        case 2: SECATEURS_IDX16(2) break;
-        default: SECATEURS_IDX16(1) break;
-      }
-#undef SECATEURS_IDX16
-    }
+    in_blocks_of_4(B, [&](auto nb, int64_t b) {
+      constexpr int NB = decltype(nb)::value;
+      if (isa() == 2) index16_512_row<T, NB>(ix, v, cnt, x + b * K, y + b * N, N, K, r);
+      else index16_avx2_row<T, NB>(ix, v, cnt, x + b * K, y + b * N, N, K, r);
+    });
   }
 }
 
