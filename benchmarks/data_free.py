@@ -81,7 +81,6 @@ from torch import nn
 import secateurs as sc
 from _load import busy_seconds, competing  # benchmarks/ is the script's directory
 from secateurs import zoo
-from secateurs.compat import prepare_torchvision
 from secateurs.training import evaluate, train
 
 FRACTIONS = [round(0.1 * k, 1) for k in range(1, 10)]
@@ -333,7 +332,6 @@ def plot(results: dict[str, dict[str, list[float]]], dense: dict[str, float], pa
 def minilm() -> None:
     from secateurs.zoo import text
 
-    prepare_torchvision()
     st = text.load_minilm()
     sentences = text.real_sentences(64, offset=100)
     batch = text.calibration_batches(st, text.real_sentences(8), batch_size=8)[0]  # for tracing only
@@ -486,7 +484,6 @@ def minilm_folding(results: dict[str, dict[str, list[float]]], dense: dict[str, 
     """Part 7: MiniLM heads and FFN neurons: fold vs merge (FFN only) vs L1-norm vs activation (data, 64 sentences)."""
     from secateurs.zoo import text
 
-    prepare_torchvision()  # transformers imports torchvision, whose PyPI build needs this beside the CPU torch
     st = text.load_minilm()
     held_out = text.real_sentences(sentences, offset=100)
     calib = text.calibration_batches(st, text.real_sentences(sentences), batch_size=16)

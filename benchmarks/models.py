@@ -58,7 +58,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import secateurs as sc
-from secateurs.compat import prepare_torchvision
 from secateurs.graph import analyse
 from secateurs.graph.patterns import attention_blocks
 from secateurs.inputs import first_tensor
@@ -80,7 +79,6 @@ QUICK = ("resnet18", "vit_tiny_patch16_224", "bert", "llama", "TransformerEncode
 
 
 def _timm(name: str) -> Built:
-    prepare_torchvision()  # timm imports torchvision (see secateurs/compat.py)
     import timm
 
     kw = TIMM[name]
@@ -90,7 +88,6 @@ def _timm(name: str) -> Built:
 
 
 def _hf_config(name: str) -> tuple[Any, Any]:
-    prepare_torchvision()
     import transformers as tf
 
     size = {"hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -434,7 +431,6 @@ def main() -> None:
     except importlib.metadata.PackageNotFoundError:
         tp_version = ""
     warnings.simplefilter("ignore")
-    prepare_torchvision()
     results, lines = {}, [HEADER]
     print(f"secateurs {sc.__version__ if hasattr(sc, '__version__') else ''}, torch {torch.__version__}, "
           f"Torch-Pruning {tp_version or 'not run'}; ratio {RATIO}, timeout {a.timeout:.0f} s", flush=True)

@@ -9,7 +9,7 @@ from secateurs.compat import prepare_torchvision
 
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
 def test_torchvision_imports_after_prepare():
-    prepare_torchvision()  # conftest has already called it: a second call changes nothing
+    prepare_torchvision()  # import secateurs has already called it: a second call changes nothing
     assert prepare_torchvision() is False
     import torchvision
     from torchvision.ops.misc import FrozenBatchNorm2d

@@ -1,7 +1,8 @@
 """timm CNNs at 50% of their channels: every prunable channel space loses half, compaction keeps the outputs.
 
 Random init, 4 classes, 32x32 inputs. Skipped where timm does not import (it is in the ``dev`` extra; the
-suite's conftest calls ``secateurs.compat.prepare_torchvision()`` first, see docs/guide.md "timm").
+suite's conftest imports secateurs first, which calls ``secateurs.compat.prepare_torchvision()``; see
+docs/guide.md "timm").
 """
 
 import warnings
