@@ -59,7 +59,7 @@ inline void in_blocks_of_4(int64_t count, Step&& step) {
 // Values (and indices) are prefetched this many elements ahead of the small-batch AVX-512 loops, every cache
 // line of them (measured at batch 1, 4096x4096 float32: index16 at 90% went from 0.45 to 0.79 of the bandwidth
 // limit, 2:4 from 0.65 to 0.78; BENCHMARKS.md).
-constexpr int64_t kAhead = 1024;     // N:M
+constexpr int64_t kAhead = 2048;     // N:M
 constexpr int64_t kAheadIdx = 512;   // index16
 
 // ---------------------------------------------------------------- portable code
@@ -372,9 +372,8 @@ struct NMLanes {
   bool span32;
 };
 
-template <typename T, int NB>
-T512 inline void nm_512_step(const uint8_t* ir, const T* v, const float* x, int64_t K, const NMLanes& c, int64_t j16,
-                             __m512 (&acc)[NB]) {
+// The columns (inside x) of values j16 .. j16 + 15 of one row.
+T512 inline __m512i nm_cols(const uint8_t* ir, const NMLanes& c, int64_t j16) {
   uint64_t word = 0;
   if (c.bits == 2) {  // 16 values x bits = 2 * bits bytes; fixed sizes so that the copy is one load
     uint32_t w32;
@@ -386,58 +385,81 @@ T512 inline void nm_512_step(const uint8_t* ir, const T* v, const float* x, int6
   const uint32_t lo = uint32_t(word & ((uint64_t(1) << (8 * c.bits)) - 1)), hi = uint32_t(word >> (8 * c.bits));
   const __m512i words = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(int(lo))),
                                            _mm256_set1_epi32(int(hi)), 1);
-  const __m512i cols = _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(words, c.shifts), c.low), c.base);
+  return _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(words, c.shifts), c.low), c.base);
+}
+
+// R rows at once: every row of an N:M layer reads the same 32 inputs at the same step, so the two loads of x
+// serve R rows, and R value streams are in flight at once.
+template <typename T, int NB, int R>
+T512 inline void nm_512_step(const uint8_t* const (&ir)[R], const T* const (&v)[R], const float* x, int64_t K,
+                             const NMLanes& c, int64_t j16, __m512 (&acc)[R][NB]) {
+  __m512i cols[R];
+  __m512 w[R];
+  for (int q = 0; q < R; q++) cols[q] = nm_cols(ir[q], c, j16), w[q] = load16(v[q] + j16);
   const int64_t first = (j16 / c.n) * c.m;
-  const __m512 w = load16(v + j16);
   for (int j = 0; j < NB; j++) {
     const float* xs = x + j * K + first;
-    const __m512 xg = c.span32 ? _mm512_permutex2var_ps(_mm512_loadu_ps(xs), cols, _mm512_loadu_ps(xs + 16))
-                               : _mm512_i32gather_ps(cols, xs, 4);
-    acc[j] = _mm512_fmadd_ps(w, xg, acc[j]);
+    if (c.span32) {
+      const __m512 x0 = _mm512_loadu_ps(xs), x1 = _mm512_loadu_ps(xs + 16);
+      for (int q = 0; q < R; q++) acc[q][j] = _mm512_fmadd_ps(w[q], _mm512_permutex2var_ps(x0, cols[q], x1), acc[q][j]);
+    } else {
+      for (int q = 0; q < R; q++) acc[q][j] = _mm512_fmadd_ps(w[q], _mm512_i32gather_ps(cols[q], xs, 4), acc[q][j]);
+    }
   }
 }
 
 // Two sets of accumulators, used in turn, keep consecutive FMAs independent.
-template <typename T, int NB>
-T512 void nm_512_row(const uint8_t* ir, const T* v, const float* x, float* y, int64_t N, int64_t K, int64_t L, int n,
-                     int m, int bits, int64_t r) {
+template <typename T, int NB, int R>
+T512 void nm_512_rows(const uint8_t* idx, const T* vals, const float* x, float* y, int64_t N, int64_t K, int64_t L,
+                      int64_t RB, const NMLanes& c, int64_t r) {
+  const uint8_t* ir[R];
+  const T* v[R];
+  for (int q = 0; q < R; q++) ir[q] = idx + (r + q) * RB, v[q] = vals + (r + q) * L;
+  __m512 a0[R][NB], a1[R][NB];
+  for (int q = 0; q < R; q++)
+    for (int j = 0; j < NB; j++) a0[q][j] = a1[q][j] = _mm512_setzero_ps();
+  int64_t j16 = 0;
+  for (; j16 + 32 <= L; j16 += 32) {
+    for (int q = 0; q < R; q++) {
+      _mm_prefetch(reinterpret_cast<const char*>(v[q] + j16 + kAhead), _MM_HINT_T0);
+      if (sizeof(T) == 4) _mm_prefetch(reinterpret_cast<const char*>(v[q] + j16 + kAhead + 16), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(ir[q] + (j16 + kAhead) * c.bits / 8), _MM_HINT_T0);
+    }
+    nm_512_step<T, NB, R>(ir, v, x, K, c, j16, a0);
+    nm_512_step<T, NB, R>(ir, v, x, K, c, j16 + 16, a1);
+  }
+  if (j16 + 16 <= L) {
+    nm_512_step<T, NB, R>(ir, v, x, K, c, j16, a0);
+    j16 += 16;
+  }
+  for (int q = 0; q < R; q++)
+    for (int j = 0; j < NB; j++) {
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[q][j], a1[q][j]));
+      for (int64_t jj = j16; jj < L; jj++) s += to_f(v[q][jj]) * x[j * K + nm_col(ir[q], jj, c.n, c.m, c.bits)];
+      y[j * N + r + q] = s;
+    }
+}
+
+template <typename T>
+T512 void nm_512(const uint8_t* idx, const T* vals, const float* x, float* y, int64_t N, int64_t K, int64_t L,
+                 int64_t RB, int n, int m, int bits, int64_t B, int64_t r0, int64_t r1) {
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   NMLanes c;
   c.shifts = _mm512_mullo_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(7)), _mm512_set1_epi32(bits));
   c.base = _mm512_mullo_epi32(_mm512_srli_epi32(lane, __builtin_ctz(n)), _mm512_set1_epi32(m));
   c.low = _mm512_set1_epi32((1 << bits) - 1);
   c.n = n, c.m = m, c.bits = bits, c.span32 = m == 2 * n;
-  __m512 a0[NB], a1[NB];
-  for (int j = 0; j < NB; j++) a0[j] = a1[j] = _mm512_setzero_ps();
-  int64_t j16 = 0;
-  for (; j16 + 32 <= L; j16 += 32) {
-    _mm_prefetch(reinterpret_cast<const char*>(v + j16 + kAhead), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(v + j16 + kAhead + 16), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(ir + (j16 + kAhead) * c.bits / 8), _MM_HINT_T0);
-    nm_512_step<T, NB>(ir, v, x, K, c, j16, a0);
-    nm_512_step<T, NB>(ir, v, x, K, c, j16 + 16, a1);
-  }
-  if (j16 + 16 <= L) {
-    nm_512_step<T, NB>(ir, v, x, K, c, j16, a0);
-    j16 += 16;
-  }
-  for (int j = 0; j < NB; j++) {
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0[j], a1[j]));
-    for (int64_t jj = j16; jj < L; jj++) s += to_f(v[jj]) * x[j * K + nm_col(ir, jj, n, m, bits)];
-    y[j * N + r] = s;
-  }
-}
-
-template <typename T>
-T512 void nm_512(const uint8_t* idx, const T* vals, const float* x, float* y, int64_t N, int64_t K, int64_t L,
-                 int64_t RB, int n, int m, int bits, int64_t B, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; r++) {
-    const uint8_t* ir = idx + r * RB;
-    const T* v = vals + r * L;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4)  // 4 rows at once for 1 or 2 batch rows, 2 for more (32 registers hold the sums)
     in_blocks_of_4(B, [&](auto nb, int64_t b) {
-      nm_512_row<T, decltype(nb)::value>(ir, v, x + b * K, y + b * N, N, K, L, n, m, bits, r);
+      constexpr int NB = decltype(nb)::value, R = NB <= 2 ? 4 : 2;
+      for (int q = 0; q < 4; q += R)
+        nm_512_rows<T, NB, R>(idx, vals, x + b * K, y + b * N, N, K, L, RB, c, r + q);
     });
-  }
+  for (; r < r1; r++)
+    in_blocks_of_4(B, [&](auto nb, int64_t b) {
+      nm_512_rows<T, decltype(nb)::value, 1>(idx, vals, x + b * K, y + b * N, N, K, L, RB, c, r);
+    });
 }
 
 // ---------------------------------------------------------------- 16-bit column indices
