@@ -45,11 +45,17 @@ def _applies(layer: nn.Linear) -> bool:
 
 
 def _rows(x: Tensor, k: int, padded: int) -> Tensor:
-    """``x`` as a contiguous float32 [rows, padded] matrix (zeros after column ``k``)."""
-    x2 = x.reshape(-1, k).to(torch.float32)
+    """``x`` as a contiguous float32 [rows, padded] matrix (zeros after column ``k``).
+
+    Each torch call here costs microseconds right after a kernel (its threads are still winding down), so a
+    batch of float32 rows that is already in shape passes through untouched.
+    """
+    x2 = x if x.dim() == 2 else x.reshape(-1, k)
+    if x2.dtype != torch.float32:
+        x2 = x2.to(torch.float32)
     if padded != k:
         x2 = F.pad(x2, (0, padded - k))
-    return x2.contiguous()
+    return x2 if x2.is_contiguous() else x2.contiguous()
 
 
 class _SparseLinear(nn.Module):
@@ -70,10 +76,13 @@ class _SparseLinear(nn.Module):
         if x.numel() == 0 or self.out_features == 0:
             y = x.new_zeros(*lead, self.out_features, dtype=torch.float32)
         else:
-            y = self._product(x).reshape(*lead, self.out_features)
+            y = self._product(x)
+            if x.dim() != 2:
+                y = y.reshape(*lead, self.out_features)
         if self.bias is not None:
             y = y + self.bias.to(torch.float32)
-        return y.to(torch.promote_types(x.dtype, self.dtype))
+        out = torch.promote_types(x.dtype, self.dtype)
+        return y if y.dtype == out else y.to(out)
 
 
 class BitmaskLinear(_SparseLinear):

@@ -59,7 +59,7 @@ inline void in_blocks_of_4(int64_t count, Step&& step) {
 // Values (and indices) are prefetched this many elements ahead of the small-batch AVX-512 loops, every cache
 // line of them (measured at batch 1, 4096x4096 float32: index16 at 90% went from 0.45 to 0.79 of the bandwidth
 // limit, 2:4 from 0.65 to 0.78; BENCHMARKS.md).
-constexpr int64_t kAhead = 2048;     // N:M
+constexpr int64_t kAhead = 4096;     // N:M
 constexpr int64_t kAheadIdx = 512;   // index16
 
 // ---------------------------------------------------------------- portable code
@@ -421,9 +421,9 @@ T512 void nm_512_rows(const uint8_t* idx, const T* vals, const float* x, float* 
   int64_t j16 = 0;
   for (; j16 + 32 <= L; j16 += 32) {
     for (int q = 0; q < R; q++) {
-      _mm_prefetch(reinterpret_cast<const char*>(v[q] + j16 + kAhead), _MM_HINT_T0);
-      if (sizeof(T) == 4) _mm_prefetch(reinterpret_cast<const char*>(v[q] + j16 + kAhead + 16), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(ir[q] + (j16 + kAhead) * c.bits / 8), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(v[q] + j16 + kAhead), _MM_HINT_T1);
+      if (sizeof(T) == 4) _mm_prefetch(reinterpret_cast<const char*>(v[q] + j16 + kAhead + 16), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(ir[q] + (j16 + kAhead) * c.bits / 8), _MM_HINT_T1);
     }
     nm_512_step<T, NB, R>(ir, v, x, K, c, j16, a0);
     nm_512_step<T, NB, R>(ir, v, x, K, c, j16 + 16, a1);
