@@ -5,7 +5,8 @@ Per layer shape (out x in: 4096x4096, 1024x4096, and the whole 4096->4096->4096-
 (`F.linear`), torch CSR (`CsrLinear`), torch BSR (best of the block sizes; `torch.sparse` BSR matmul) and
 ours (the faster of `BitmaskLinear` and `Index16Linear`, or `NMLinear` for 2:4; the table names which),
 timed interleaved. `MB read` is what ours reads (values, mask or indices, offsets, input); `limit ms` = MB
-read / the bandwidth of a plain copy measured in the same run; `of limit` = limit ms / ours ms (1.0 = at the memory-bandwidth limit).
+read / the bandwidth of a plain copy measured in the same run; `of limit` = limit ms / ours ms (1.0 = at the memory-bandwidth limit);
+`others` = the share of the CPU other processes used while that row was timed.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def table(quick: bool, rounds: int, which: str, reading: Callable[[], object], s
     bw = bandwidth()
     rows = [f"copy bandwidth (same run): {bw / 1e9:.1f} GB/s\n",
             "| layer | pattern | dtype | batch | dense ms | csr ms | bsr ms (block) | ours ms (layout) | x dense | x csr "
-            "| MB read | limit ms | of limit |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| MB read | limit ms | of limit | others |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     busy = 0.0
     patterns = (0.9, "2:4") if quick else PATTERNS
     blocks = (16,) if quick else BLOCKS
@@ -137,8 +138,9 @@ def table(quick: bool, rounds: int, which: str, reading: Callable[[], object], s
                             pass
                     before = reading()
                     t = time_all(runs, rounds)
-                    busy = max(busy, share(before, reading()))
-                    rows.append(_row(label, pattern, dtype, batch, t, mods, bw, dims))
+                    cell = share(before, reading())
+                    busy = max(busy, cell)
+                    rows.append(_row(label, pattern, dtype, batch, t, mods, bw, dims) + f" {cell:.0%} |")
                     print(rows[-1], flush=True)
     rows.append(f"\nother processes used up to {busy:.0%} of the CPU while timing (0% = a quiet machine)")
     return rows
