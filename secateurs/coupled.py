@@ -158,8 +158,10 @@ def kept_notes(g: ChannelGraph, mods: dict[str, nn.Module], units: dict[int, lis
     for name in mods:
         if name not in g.rows:  # a model read by structure: only its recognised blocks have units
             rows = masking.as_rows(mods[name], masking.original(mods[name])).shape[0]
-            notes.append(f"{name}: {rows} of {rows} channels kept (not attention heads or MLP neurons; a model "
-                         "read by structure keeps its residual stream and other layers)")
+            why = ("not attention heads, MLP neurons or the residual stream: its outputs are its own" if g.hidden
+                   else "not attention heads or MLP neurons; a model read by structure keeps its residual stream "
+                   "and other layers")
+            notes.append(f"{name}: {rows} of {rows} channels kept ({why})")
             continue
         atoms = g.rows[name]
         if name in g.attention:

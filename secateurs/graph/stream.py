@@ -98,6 +98,8 @@ def structural_stream(model: nn.Module, g: ChannelGraph, blocks: list[Attention]
             continue
         if rows.shape[1] == hidden and not isinstance(module, nn.modules.conv._ConvNd):
             g.cols[name] = stream  # a reader: a pooler, a classifier, a language-model head
+            if "pooler" in name and rows.shape[0] == hidden:  # its width is the hidden size in HF configs (BERT)
+                g.rows[name] = stream
         elif rows.shape[0] == hidden:
             g.rows[name] = stream  # a writer: a patch embedding
     return _norms_and_params(model, g, stream, hidden)

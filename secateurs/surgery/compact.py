@@ -46,8 +46,11 @@ def _zero_rows(module: nn.Module) -> Tensor:
 def _zero_norm(module: nn.Module) -> Tensor:
     """Channels whose norm output is exactly 0 for a zero input: weight and bias both 0.
 
-    Without affine parameters a norm maps 0 to ``-mean/std``, so no channel is dead.
+    Without affine parameters a norm maps 0 to ``-mean/std``, so no channel is dead. A LayerNorm / RMSNorm
+    over the residual stream (``hidden=True``) outputs 0 where its weight (and bias, when it has one) is 0.
     """
+    if norms.width(module) is not None:
+        return ~norms.live(module)
     parts = [t.detach() == 0 for t in (getattr(module, "weight", None), getattr(module, "bias", None))
              if t is not None]
     if len(parts) < 2:
