@@ -23,7 +23,7 @@ from .. import masking
 from ..modules import norms
 from .channels import ChannelGraph, Labels
 from .nodes import shape_of
-from .patterns import Attention, Mlp
+from .patterns import MIXING, Attention, Mlp
 
 ADDED = ("token", "embed", "embedding")
 """Parameters of a stream's width named with one of these (a class token, position embeddings) are added
@@ -102,7 +102,9 @@ def structural_stream(model: nn.Module, g: ChannelGraph, blocks: list[Attention]
                 g.rows[name] = stream
         elif rows.shape[0] == hidden:
             g.rows[name] = stream  # a writer: a patch embedding
-    return _norms_and_params(model, g, stream, hidden)
+    inside = {f"{holder}.{attr}" for holder in [a.holder for a in blocks] + [m.out.rpartition(".")[0] for m in mlps]
+              for attr in MIXING}  # timm's scale_norm between the heads (or neurons) and the output projection
+    return _norms_and_params(model, g, stream, hidden, inside)
 
 
 def _in(model: nn.Module, name: str) -> int:
@@ -110,11 +112,12 @@ def _in(model: nn.Module, name: str) -> int:
     return int(masking.as_rows(module, masking.original(module)).shape[1])
 
 
-def _norms_and_params(model: nn.Module, g: ChannelGraph, stream: list[int], hidden: int) -> str:
-    """The norms over the stream, and the other parameters of its width (embeddings, tokens, scales)."""
+def _norms_and_params(model: nn.Module, g: ChannelGraph, stream: list[int], hidden: int, inside: set[str]) -> str:
+    """The norms over the stream, and the other parameters of its width (embeddings, tokens, scales); the
+    modules ``inside`` a block (a norm over its heads) are not the stream's."""
     layers = {id(m) for _, m in masking.prunable_layers(model)}
     for name, module in model.named_modules():
-        if "parametrizations" in name.split("."):  # a mask's own holder, not a module of the model
+        if "parametrizations" in name.split(".") or name in inside:  # a mask's own holder; a block's own norm
             continue
         if norms.width(module) == hidden:
             g.norms[name] = stream
