@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from . import allocation, granularity as gran, masking
 from .criteria import Criterion
 from .graph import ChannelGraph, analyse
+from .modules import norms
 from .modules.attention import ATTENTION, row_tensors
 
 
@@ -213,6 +214,20 @@ def _masks(
             keep = (~dead).reshape(shape).expand_as(masking.original(owner, tensor_name)).contiguous()
             out.append((owner, tensor_name, _with_current(owner, tensor_name, keep)))
     return out
+
+
+def over_kept_channels(model: nn.Module, sliced: list[str]) -> str:
+    """Make the norms ``sliced`` (over a pruned residual stream) normalise over their kept channels; the warning
+    that says so (``""`` when there are none)."""
+    for name in sliced:
+        norms.keep_statistics(model.get_submodule(name))
+    if not sliced:
+        return ""
+    shown = ", ".join(sliced[:4]) + (f" and {len(sliced) - 4} more" if len(sliced) > 4 else "")
+    return (f"hidden=True removed channels of the residual stream: the {len(sliced)} norms over it ({shown}) now "
+            "normalise over the kept channels only, so the outputs are no longer those of the model with the "
+            "removed weights merely zeroed (sc.compact gives exactly these outputs; PruneResult.sliced_norms lists "
+            "the norms)")
 
 
 def _with_current(module: nn.Module, tensor_name: str, keep: Tensor) -> Tensor:

@@ -19,12 +19,11 @@ from torch import Tensor, nn
 from . import criteria, devices, masking
 from . import granularity as gran
 from .analysis.summary import LayerStats, format_table
-from .coupled import coupled_masks
+from .coupled import coupled_masks, over_kept_channels
 from .errors import PruningError, caller_stacklevel, check_choice, check_sparsity
 from .graph.outputs import output_layers
 from .inputs import as_inputs
 from .layers import Target, resolve_layers
-from .modules import norms
 from .modules.attention import row_tensors
 from .selection import keep_masks
 
@@ -64,7 +63,9 @@ class PruneResult:
 
     def __str__(self) -> str:
         notes = "".join(f"\n  less than asked: {n}" for n in self.notes)
-        return format_table(self.layers) + f"\nsparsity {self.sparsity:.4f}" + notes
+        norms_ = (f"\n  hidden=True: {len(self.sliced_norms)} norms normalise over the kept channels: "
+                  + ", ".join(self.sliced_norms)) if self.sliced_norms else ""
+        return format_table(self.layers) + f"\nsparsity {self.sparsity:.4f}" + notes + norms_
 
 
 def prepare_criterion(
@@ -203,8 +204,7 @@ def prune(
     for module, tensor_name, k in changes:  # nothing is changed before every mask is known
         masking.set_mask(module, k, tensor_name, copy=False)
     masking.tie(model)  # tied tensors read the mask of the one pruned
-    for name in sliced:  # the norms over the residual stream now normalise over its kept channels
-        norms.keep_statistics(model.get_submodule(name))
+    sliced_said = over_kept_channels(model, sliced)  # the norms over the residual stream
     by_key = {(id(m), tn): k for m, tn, k in changes}
     final = {t.param: by_key.get((id(t.module), t.tensor), _current(t)) for t in targets}
     for t in targets:
@@ -219,12 +219,8 @@ def prune(
                       "pass min_density= to keep some weights in every layer", stacklevel=caller_stacklevel())
     total = sum(r.params for r in rows)
     result = PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall, sparsity, notes, sliced)
-    if sliced:
-        shown = ", ".join(sliced[:4]) + (f" and {len(sliced) - 4} more" if len(sliced) > 4 else "")
-        warnings.warn(f"hidden=True removed channels of the residual stream: the {len(sliced)} norms over it "
-                      f"({shown}) now normalise over the kept channels only, so the outputs are no longer those "
-                      "of the model with the removed weights merely zeroed (sc.compact gives exactly these "
-                      "outputs; PruneResult.sliced_norms lists the norms)", stacklevel=caller_stacklevel())
+    if sliced_said:
+        warnings.warn(sliced_said, stacklevel=caller_stacklevel())
     if notes:
         warnings.warn(f"sc.prune pruned some layers less than asked (sparsity {sparsity:.10g} asked, {result.sparsity:.4f} "
                       f"reached over the pruned layers' weights, the columns that read removed channels included; "
