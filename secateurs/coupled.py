@@ -91,8 +91,8 @@ def coupled_masks(
             mods[name] = model.get_submodule(name)
             targets = {**targets, name: targets[f"{name}.out_proj"]}
     units, spaces = units_and_spaces(g, mods)
-    notes = kept_notes(g, mods, units) + ([f"hidden=True: the residual stream was not pruned ({g.stream})"]
-                                          if g.stream else [])
+    notes = ([f"hidden=True: the residual stream was not pruned ({g.stream})"] if g.stream else []) + kept_notes(
+        g, mods, units)
     rows = {n: r.cpu() for n, r in row_scores(mods, crit, group).items()}  # the choice is made on the CPU
     pruned_rows = {n: _row_pruned(m) for n, m in mods.items()}
     order, slots, scores = [], [], []
@@ -159,8 +159,8 @@ def kept_notes(g: ChannelGraph, mods: dict[str, nn.Module], units: dict[int, lis
     for name in mods:
         if name not in g.rows:  # a model read by structure: only its recognised blocks have units
             rows = masking.as_rows(mods[name], masking.original(mods[name])).shape[0]
-            why = ("not attention heads, MLP neurons or the residual stream: its outputs are its own" if g.hidden
-                   else "not attention heads or MLP neurons; a model read by structure keeps its residual stream "
+            why = ("not attention heads, MLP neurons or the residual stream: its outputs are its own"
+                   if g.hidden and not g.stream else "not attention heads or MLP neurons; a model read by structure keeps its residual stream "
                    "and other layers")
             notes.append(f"{name}: {rows} of {rows} channels kept ({why})")
             continue

@@ -78,9 +78,11 @@ def scaled(x: Labels, const: fx.Node, g: ChannelGraph) -> bool:
 
 def structural_stream(model: nn.Module, g: ChannelGraph, blocks: list[Attention], mlps: list[Mlp]) -> str:
     """Join the residual stream of a model read by structure into one group; ``""`` or why it cannot be."""
+    if any(a.packed for a in blocks):
+        return "torch's packed nn.MultiheadAttention reads it, not followed"
     widths = {_in(model, a.q) for a in blocks} | {_in(model, m.inputs[0]) for m in mlps}
-    if len(widths) != 1 or any(a.packed for a in blocks):
-        return "several hidden widths (stages), or torch's packed attention, not followed"
+    if len(widths) != 1:
+        return f"several hidden widths ({', '.join(map(str, sorted(widths)))}: stages), not followed"
     hidden = widths.pop()
     stream = g.atoms.new(hidden)
     for a in blocks:

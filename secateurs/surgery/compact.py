@@ -149,7 +149,9 @@ def compact(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[str] =
     g = analyse(model, inputs, leaf_modules, hidden=bool(norms.hooked(model)))  # the residual stream pruned
     step = plan(model, g)
     new = masking.finalize(copy.deepcopy(model))
+    tied = masking.tied(new)
     apply(new, step)
+    _tie_again(tied)
     record(new, step)
     for name, change in step.items():  # narrowed, a norm computes over its kept channels itself
         if "norm" in change:
@@ -158,6 +160,16 @@ def compact(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[str] =
         reference, out = first_tensor(call_model(model, inputs)), first_tensor(call_model(new, inputs))
         check_same(stream_outputs(reference, out, step, g), out, "compact", rtol=TOLERANCE)
     return new
+
+
+def _tie_again(groups: list[list[tuple[nn.Module, str]]]) -> None:
+    """Tensors tied before compaction (a language-model head and its token embedding), each sliced alike
+    (``hidden=True`` cuts both along the residual stream), are one parameter again."""
+    for (first, name), *rest in groups:
+        shared = getattr(first, name)
+        for module, other in rest:
+            if isinstance(shared, nn.Parameter) and getattr(module, other).shape == shared.shape:
+                setattr(module, other, shared)
 
 
 def stream_outputs(reference: Any, out: Any, step: dict[str, dict[str, Any]], g: ChannelGraph) -> Any:

@@ -121,3 +121,14 @@ def test_a_saved_masked_model_loads_with_its_norms_over_the_kept_channels(tmp_pa
 def test_hidden_without_what_it_needs_is_one_clear_error(kwargs, match):
     with pytest.raises(PruningError, match=match):
         sc.prune(_model("vit"), 0.5, **kwargs)
+
+
+def test_what_hidden_cannot_follow_is_said_and_pruned_as_by_default():
+    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0).eval()
+    x = (torch.randn(5, 2, 16),)
+    with pytest.warns(UserWarning, match=r"hidden=True: the residual stream was not pruned \(torch's packed"):
+        result = sc.prune(layer, 0.5, granularity="channel", scope="local", example_inputs=x, hidden=True)
+    assert result.sliced_norms == []
+    small = sc.compact(layer, x)
+    with torch.no_grad():
+        assert (small(*x) - layer(*x)).abs().max() <= 1e-5
