@@ -132,3 +132,15 @@ def test_what_hidden_cannot_follow_is_said_and_pruned_as_by_default():
     small = sc.compact(layer, x)
     with torch.no_grad():
         assert (small(*x) - layer(*x)).abs().max() <= 1e-5
+
+
+def test_pruning_the_stream_again_compounds_and_stays_exact():
+    m = _model("convnext")
+    sc.prune(m, 0.25, granularity="channel", scope="local", example_inputs=IMAGES, hidden=True)
+    first = {n: int((m.get_submodule(n).weight != 0).sum()) for n in MODELS["convnext"][1]}
+    sc.prune(m, 0.5, granularity="channel", scope="local", example_inputs=IMAGES, hidden=True)
+    second = {n: int((m.get_submodule(n).weight != 0).sum()) for n in MODELS["convnext"][1]}
+    assert all(second[n] < first[n] for n in first) and second["down_norm"] == 4
+    small = sc.compact(m, IMAGES)
+    with torch.no_grad():
+        assert (small(*IMAGES) - m(*IMAGES)).abs().max() <= 1e-5
