@@ -19,6 +19,13 @@ Each model, in its own forked process with a time limit (``--timeout``), goes th
   cannot hold the pruned heads (BERT-style configs derive the head size from the hidden size), the round trip
   is done again with the MLP neurons alone pruned, and the cell says so.
 
+- ``hidden``: the same as ``structured`` with ``hidden=True`` (the residual stream, or hidden width, pruned too:
+  its writers, readers and the LayerNorms / RMSNorms over it form one coupled group; those norms then normalise
+  over the kept channels, so the outputs change, and compaction stays exact against the masked model): params /
+  FLOPs / max difference between ``small`` and the masked model (for a model that returns its hidden states, a
+  Hugging Face base model, the masked model's kept channels) / the round trip as above. On models without a
+  norm over channels it equals ``structured``.
+
 A cell that raises says so (``fails: <type>: <first line>``). Every warning a cell raises is counted (``w``)
 and the first is kept in the notes below the table: doing less than asked must warn. A structured cell that
 leaves more than 90% of the parameters without a warning is marked ``SILENT``.
@@ -33,7 +40,9 @@ head pruning, then the head counts and sizes updated, as its ``examples/transfor
 with a language-model head are traced back from their logits alone, ``output_transform``, not from the
 key/value cache beside them). The cell is its
 parameters and FLOPs ratios, or why it failed (an exception, or the pruned model no longer running on ``x``).
-``params <= TP`` compares the parameters secateurs' compacted model keeps with Torch-Pruning's, where both ran.
+``params <= TP`` compares the parameters secateurs' compacted model keeps with Torch-Pruning's, where both ran:
+with ``hidden=True`` where that cell succeeded (marked ``(hidden)``; Torch-Pruning prunes the hidden width too),
+else with the exact default.
 
 Run:  .venv/bin/python benchmarks/models.py [--models resnet18,bert] [--quick] [--timeout 300] [--out FILE]
       (--quick: the first model of each family and the torch layer). Prints a markdown table.
@@ -204,19 +213,29 @@ def nm(name: str) -> dict[str, Any]:
     return {"sparsity": sc.sparsity(model)}
 
 
-def structured(name: str, folder: Path) -> dict[str, Any]:
-    """Prune channels, compact, measure; then the round trip of the compacted model (its own cell)."""
+def structured(name: str, folder: Path, hidden: bool = False) -> dict[str, Any]:
+    """Prune channels (and the hidden width with ``hidden``), compact, measure; then the round trip of the
+    compacted model (its own cell)."""
     model, x = build(name)
     dense_params, dense_flops = params(model), flops(model, x)
     found = units(model, x)
-    sc.prune(model, RATIO, granularity="channel", scope="local", example_inputs=x)
+    sc.prune(model, RATIO, granularity="channel", scope="local", example_inputs=x, hidden=hidden)
     small = sc.compact(model, x).eval()
     out = {"units": found, "params": params(small) / dense_params, "flops": flops(small, x) / dense_flops,
-           "diff": diff(output(small, x), output(model, x)), "params_left": params(small)}
+           "diff": diff(output(small, x), kept_channels(output(model, x), output(small, x))),
+           "params_left": params(small)}
     out["round_trip"] = cell(lambda: round_trip(name, small, x, folder))
-    if "cannot express the compacted sizes" in out["round_trip"].get("error", ""):
+    if "cannot express the compacted sizes" in out["round_trip"].get("error", "") and not hidden:
         out["round_trip"] = cell(lambda: mlp_only(name, folder))
     return out
+
+
+def kept_channels(masked: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+    """The masked model's outputs as a compacted model that returns its pruned hidden states gives them: the
+    channels (last axis) that are not all zero, when the shapes differ there."""
+    if masked.shape == small.shape or masked.shape[:-1] != small.shape[:-1]:
+        return masked
+    return masked[..., masked.flatten(0, -2).abs().sum(dim=0) != 0]
 
 
 def mlp_only(name: str, folder: Path) -> dict[str, Any]:
@@ -248,8 +267,11 @@ def round_trip(name: str, small: nn.Module, x: tuple[Any, ...], folder: Path) ->
 def secateurs_cells(name: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         s = cell(lambda: structured(name, Path(tmp)))
+    with tempfile.TemporaryDirectory() as tmp:
+        h = cell(lambda: structured(name, Path(tmp), hidden=True))
+    h["round_trip"] = h.get("round_trip", {"error": "skipped: pruning failed"})
     return {"unstructured": cell(lambda: unstructured(name)), "2:4": cell(lambda: nm(name)), "structured": s,
-            "round_trip": s.pop("round_trip", {"error": "skipped: structured pruning failed"})}
+            "round_trip": s.pop("round_trip", {"error": "skipped: structured pruning failed"}), "hidden": h}
 
 
 # ---------------------------------------------------------------- Torch-Pruning
@@ -374,6 +396,13 @@ def fmt_structured(c: dict[str, Any]) -> str:
     return f"{c['params']:.2f} / {c['flops']:.2f} / {c['diff']:.1e}{w}{silent}"
 
 
+def fmt_hidden(c: dict[str, Any]) -> str:
+    if "error" in c:
+        return c["error"]
+    trip = c["round_trip"]
+    return fmt_structured(c) + (f"; trip {trip['diff']:.1e}" if "error" not in trip else f"; trip {trip['error']}")
+
+
 def fmt_trip(c: dict[str, Any]) -> str:
     return c["error"] if "error" in c else f"ok {c['diff']:.1e}" + (f" ({c['note']})" if c.get("note") else "")
 
@@ -383,21 +412,30 @@ def fmt_tp(c: dict[str, Any]) -> str:
         " (heads)" if c.get("recipe") == "heads" else "")
 
 
+def best(s: dict[str, Any]) -> dict[str, Any]:
+    """The cell ``params <= TP`` compares: ``hidden=True`` where it succeeded (marked), else the default."""
+    h = s.get("hidden", {"error": "not run"})
+    return {**h, "mode": " (hidden)"} if "error" not in h else s.get("structured", {"error": s.get("error", "fails")})
+
+
 def compare(s: dict[str, Any], t: dict[str, Any]) -> str:
+    mode = s.get("mode", "")
     if "error" in s or "error" in t:
         return "secateurs only" if "error" in t and "error" not in s else "TP only" if "error" in s and \
             "error" not in t else "neither"
-    return "yes" if s["params_left"] <= t["params_left"] else f"no (+{s['params_left'] - t['params_left']:,})"
+    return ("yes" if s["params_left"] <= t["params_left"] else f"no (+{s['params_left'] - t['params_left']:,})") + mode
 
 
 HEADER = ("| model | units | unstructured 50% | 2:4 | structured 50%: params / FLOPs / max diff | round trip "
-          "| Torch-Pruning: params / FLOPs | params <= TP | s (sc / TP) |\n|---|---|---|---|---|---|---|---|---|")
+          "| hidden=True: params / FLOPs / max diff; round trip | Torch-Pruning: params / FLOPs | params <= TP "
+          "| s (sc / TP) |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
 def row(name: str, s: dict[str, Any], t: dict[str, Any], secs: tuple[float, float]) -> str:
     st = s.get("structured", {"error": s.get("error", "fails")})
     cells = [name, st.get("units", "-"), fmt_sparsity(s.get("unstructured", s)), fmt_sparsity(s.get("2:4", s)),
-             fmt_structured(st), fmt_trip(s.get("round_trip", s)), fmt_tp(t), compare(st, t),
+             fmt_structured(st), fmt_trip(s.get("round_trip", s)), fmt_hidden(s.get("hidden", s)), fmt_tp(t),
+             compare(best(s), t),
              f"{secs[0]:.0f} / {secs[1]:.0f}"]
     return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
 
@@ -406,7 +444,7 @@ def notes(results: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> list[str
     """The first warning of each secateurs cell that warned: what it did less than asked, and why."""
     out = []
     for name, (s, _) in results.items():
-        for key in ("unstructured", "2:4", "structured"):
+        for key in ("unstructured", "2:4", "structured", "hidden"):
             c = s.get(key, {})
             if c.get("warning"):
                 out.append(f"- {name}, {key}: {c['warning']}")
@@ -451,16 +489,20 @@ def main() -> None:
 def scoreboard(results: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
     ok = lambda c: "error" not in c  # noqa: E731
     st = {n: s.get("structured", s) for n, (s, _) in results.items()}
-    both = [n for n, (_, t) in results.items() if ok(st[n]) and ok(t)]
-    better = [n for n in both if st[n]["params_left"] <= results[n][1]["params_left"]]
+    chosen = {n: best(s) for n, (s, _) in results.items()}
+    both = [n for n, (_, t) in results.items() if ok(chosen[n]) and ok(t)]
+    better = [n for n in both if chosen[n]["params_left"] <= results[n][1]["params_left"]]
+    exact = [n for n, (_, t) in results.items() if ok(st[n]) and ok(t) and st[n]["params_left"] <= t["params_left"]]
     cells = sum(1 for s, _ in results.values() for k in ("unstructured", "2:4", "structured", "round_trip")
                 if ok(s.get(k, s)))
     silent = [n for n in st if ok(st[n]) and st[n]["params"] > 0.9 and not st[n]["warnings"]]
     return [f"secateurs cells that succeed: {cells} of {4 * len(results)}; structured + compact on "
             f"{sum(ok(c) for c in st.values())} of {len(results)} models; Torch-Pruning on "
             f"{sum(ok(t) for _, t in results.values())}.",
-            f"Parameters left <= Torch-Pruning's on {len(better)} of the {len(both)} models both handle"
-            + (f" (not on: {', '.join(n for n in both if n not in better)})" if len(better) < len(both) else "") + ".",
+            f"Parameters left <= Torch-Pruning's on {len(better)} of the {len(both)} models both handle, with "
+            f"hidden=True where it ran"
+            + (f" (not on: {', '.join(n for n in both if n not in better)})" if len(better) < len(both) else "")
+            + f"; with the exact default (residual stream kept) on {len(exact)}.",
             f"Silent no-ops (structured, > 90% of parameters left, no warning): {', '.join(silent) or 'none'}."]
 
 

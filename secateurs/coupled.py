@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from . import allocation, granularity as gran, masking
 from .criteria import Criterion
 from .graph import ChannelGraph, analyse
+from .modules import norms
 from .modules.attention import ATTENTION, row_tensors
 
 
@@ -75,20 +76,23 @@ def coupled_masks(
     example_inputs: tuple[object, ...],
     leaf_modules: tuple[str, ...] = (),
     round_to: int = 1,
-) -> tuple[list[tuple[nn.Module, str, Tensor]], int, list[str], list[str]]:
-    """Masks ``(module, tensor name, keep)`` for coupled channel pruning, the shortfall, notes, rounding notes.
+    hidden: bool = False,
+) -> tuple[list[tuple[nn.Module, str, Tensor]], int, list[str], list[str], list[str]]:
+    """Masks ``(module, tensor name, keep)`` for coupled channel pruning, the shortfall, notes, rounding notes,
+    and the norms over channels that lose some (only with ``hidden``: the residual stream is pruned too).
 
     The notes name every target layer with channels that cannot be removed, and why (see :func:`kept_notes`);
     the rounding notes every space whose kept units ``round_to`` changed (see :func:`round_up`).
     """
-    g = analyse(model, example_inputs, leaf_modules)
+    g = analyse(model, example_inputs, leaf_modules, hidden)
     mods = {n: m for n, (m, _, _) in targets.items()}
     for name in g.attention:  # heads are pruned when the output projection is
         if f"{name}.out_proj" in targets:
             mods[name] = model.get_submodule(name)
             targets = {**targets, name: targets[f"{name}.out_proj"]}
     units, spaces = units_and_spaces(g, mods)
-    notes = kept_notes(g, mods, units)
+    notes = ([f"hidden=True: the residual stream was not pruned ({g.stream})"] if g.stream else []) + kept_notes(
+        g, mods, units)
     rows = {n: r.cpu() for n, r in row_scores(mods, crit, group).items()}  # the choice is made on the CPU
     pruned_rows = {n: _row_pruned(m) for n, m in mods.items()}
     order, slots, scores = [], [], []
@@ -109,7 +113,8 @@ def coupled_masks(
     keep, shortfall = allocation.split_masks(slots, keys_of, sparsity)
     keep, rounded = round_up(keep, scores, slots, round_to, [sorted(m) for m in spaces])
     removed = {r for roots, k in zip(order, keep) for r, kept in zip(roots, k.tolist()) if not kept}
-    return _masks(model, g, mods, removed), shortfall, notes, rounded
+    sliced = sorted(n for n in g.stats if any(g.atoms.find(a) in removed for a in g.norms[n]))
+    return _masks(model, g, mods, removed), shortfall, notes, rounded, sliced
 
 
 def round_up(
@@ -154,8 +159,10 @@ def kept_notes(g: ChannelGraph, mods: dict[str, nn.Module], units: dict[int, lis
     for name in mods:
         if name not in g.rows:  # a model read by structure: only its recognised blocks have units
             rows = masking.as_rows(mods[name], masking.original(mods[name])).shape[0]
-            notes.append(f"{name}: {rows} of {rows} channels kept (not attention heads or MLP neurons; a model "
-                         "read by structure keeps its residual stream and other layers)")
+            why = ("not attention heads, MLP neurons or the residual stream: its outputs are its own"
+                   if g.hidden and not g.stream else "not attention heads or MLP neurons; a model read by structure keeps its residual stream "
+                   "and other layers")
+            notes.append(f"{name}: {rows} of {rows} channels kept ({why})")
             continue
         atoms = g.rows[name]
         if name in g.attention:
@@ -197,7 +204,30 @@ def _masks(
             for t in ("weight", "bias"):
                 if getattr(norm, t, None) is not None:
                     out.append((norm, t, _with_current(norm, t, ~dead)))
+    for name, (axis, atoms, masked) in g.params.items():  # an embedding, a class token: zero where removed
+        dead = gone(atoms)
+        if masked and bool(dead.any()):
+            module_name, _, tensor_name = name.rpartition(".")
+            owner = model.get_submodule(module_name)
+            shape = [1] * masking.original(owner, tensor_name).dim()
+            shape[axis] = len(atoms)
+            keep = (~dead).reshape(shape).expand_as(masking.original(owner, tensor_name)).contiguous()
+            out.append((owner, tensor_name, _with_current(owner, tensor_name, keep)))
     return out
+
+
+def over_kept_channels(model: nn.Module, sliced: list[str]) -> str:
+    """Make the norms ``sliced`` (over a pruned residual stream) normalise over their kept channels; the warning
+    that says so (``""`` when there are none)."""
+    for name in sliced:
+        norms.keep_statistics(model.get_submodule(name))
+    if not sliced:
+        return ""
+    shown = ", ".join(sliced[:4]) + (f" and {len(sliced) - 4} more" if len(sliced) > 4 else "")
+    return (f"hidden=True removed channels of the residual stream: the {len(sliced)} norms over it ({shown}) now "
+            "normalise over the kept channels only, so the outputs are no longer those of the model with the "
+            "removed weights merely zeroed (sc.compact gives exactly these outputs; PruneResult.sliced_norms lists "
+            "the norms)")
 
 
 def _with_current(module: nn.Module, tensor_name: str, keep: Tensor) -> Tensor:

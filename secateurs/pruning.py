@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from . import criteria, devices, masking
 from . import granularity as gran
 from .analysis.summary import LayerStats, format_table
-from .coupled import coupled_masks
+from .coupled import coupled_masks, over_kept_channels
 from .errors import PruningError, caller_stacklevel, check_choice, check_sparsity
 from .graph.outputs import output_layers
 from .inputs import as_inputs
@@ -44,6 +44,9 @@ class PruneResult:
             (channels coupled to the model's output or to an op secateurs does not follow,
             a layer that cannot take the granularity, channels ``round_to`` kept); empty when everything
             asked was done.
+        sliced_norms: with ``hidden=True``, the norms over the residual stream that lost channels: they
+            now normalise over the kept channels only, so the outputs differ from those of the removed
+            weights alone (:func:`secateurs.compact` then gives exactly these outputs).
     """
 
     layers: list[LayerStats]
@@ -51,6 +54,7 @@ class PruneResult:
     shortfall: int = 0
     asked: float | None = None
     notes: list[str] = field(default_factory=list)
+    sliced_norms: list[str] = field(default_factory=list)
 
     @property
     def reached(self) -> float:
@@ -59,7 +63,9 @@ class PruneResult:
 
     def __str__(self) -> str:
         notes = "".join(f"\n  less than asked: {n}" for n in self.notes)
-        return format_table(self.layers) + f"\nsparsity {self.sparsity:.4f}" + notes
+        norms_ = (f"\n  hidden=True: {len(self.sliced_norms)} norms normalise over the kept channels: "
+                  + ", ".join(self.sliced_norms)) if self.sliced_norms else ""
+        return format_table(self.layers) + f"\nsparsity {self.sparsity:.4f}" + notes + norms_
 
 
 def prepare_criterion(
@@ -97,6 +103,7 @@ def prune(
     params: Iterable[str] | str | None = None,
     strict: bool = False,
     round_to: int | None = None,
+    hidden: bool = False,
 ) -> PruneResult:
     """Prune ``model`` in place by attaching masks to its prunable weights.
 
@@ -133,6 +140,12 @@ def prune(
             widths), so fewer are removed than ``sparsity`` asks; :attr:`PruneResult.notes` and the
             warning name every group so changed (``strict`` does not refuse what was asked this way).
             ``secateurs.prune`` also takes ``round_to="auto"`` (a measured choice).
+        hidden: with a channel granularity and ``example_inputs``, prune the residual stream (hidden width)
+            of transformers and norm-coupled CNNs too: its writers (embeddings, patch embedding, attention
+            output and MLP down projections, ConvNeXt's convs, layer scales), readers (q/k/v, MLP inputs,
+            classifier columns) and the LayerNorms / RMSNorms over it are one coupled group. Those norms
+            then normalise over the kept channels only, which changes the outputs (a warning names them;
+            :attr:`PruneResult.sliced_norms` lists them); :func:`secateurs.compact` stays exact.
 
     Returns:
         A :class:`PruneResult` with the per-layer sparsities.
@@ -159,6 +172,7 @@ def prune(
     if isinstance(min_density, bool) or not isinstance(min_density, (int, float)) or not 0 <= min_density <= 1:
         raise PruningError(f"min_density must be a number in [0, 1], got {min_density!r}")
     round_to = check_round_to(round_to, group, example_inputs)
+    _check_hidden(hidden, group, example_inputs)
     targets = resolve_layers(model, layers, sparsity, params=params, tensors=True)
     targets, notes = _check_targets(targets, group)
     ctx = criteria.Context(model, data=data, loss_fn=loss_fn, sparsity=sparsity, scope=scope,
@@ -172,8 +186,9 @@ def prune(
         inputs = devices.move(as_inputs(example_inputs), devices.of(model))  # on the model's device
         rowwise = [t for t in targets if t.tensor == row_tensors(t.module)[0]]  # the rest: layer by layer
         table = {t.module_name: (t.module, t.sparsity, t.own) for t in rowwise}
-        changes, shortfall, kept, rounded = coupled_masks(model, table, crit, group, scope, sparsity,
-                                                          float(min_density), inputs, tuple(leaf_modules), round_to)
+        changes, shortfall, kept, rounded, sliced = coupled_masks(
+            model, table, crit, group, scope, sparsity, float(min_density), inputs, tuple(leaf_modules), round_to,
+            hidden)
         notes += kept
         rest = [t for t in targets if t not in rowwise]
         if rest:
@@ -182,13 +197,14 @@ def prune(
             shortfall += more
     else:
         keep, shortfall = keep_masks(chosen, crit, group, scope, sparsity, float(min_density))
-        changes, rounded = [(t.module, t.tensor, k) for t, k in zip(chosen, keep)], []
+        changes, rounded, sliced = [(t.module, t.tensor, k) for t, k in zip(chosen, keep)], [], []
     if notes and strict:
         raise PruningError("strict=True and sc.prune cannot remove all that was asked: " + "; ".join(notes))
     notes += rounded
     for module, tensor_name, k in changes:  # nothing is changed before every mask is known
         masking.set_mask(module, k, tensor_name, copy=False)
     masking.tie(model)  # tied tensors read the mask of the one pruned
+    sliced_said = over_kept_channels(model, sliced)  # the norms over the residual stream
     by_key = {(id(m), tn): k for m, tn, k in changes}
     final = {t.param: by_key.get((id(t.module), t.tensor), _current(t)) for t in targets}
     for t in targets:
@@ -202,7 +218,9 @@ def prune(
         warnings.warn(f"layers pruned to nothing (layer collapse): {', '.join(collapsed)}; "
                       "pass min_density= to keep some weights in every layer", stacklevel=caller_stacklevel())
     total = sum(r.params for r in rows)
-    result = PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall, sparsity, notes)
+    result = PruneResult(rows, 1 - sum(r.nonzero for r in rows) / total, shortfall, sparsity, notes, sliced)
+    if sliced_said:
+        warnings.warn(sliced_said, stacklevel=caller_stacklevel())
     if notes:
         warnings.warn(f"sc.prune pruned some layers less than asked (sparsity {sparsity:.10g} asked, {result.sparsity:.4f} "
                       f"reached over the pruned layers' weights, the columns that read removed channels included; "
@@ -251,6 +269,20 @@ def check_round_to(round_to: object, group: gran.Granularity, example_inputs: ob
                            f"filter and example_inputs=, got granularity {group.name!r}"
                            + ("" if example_inputs is not None else " without example_inputs"))
     return round_to
+
+
+def _check_hidden(hidden: object, group: gran.Granularity, example_inputs: object) -> None:
+    """``hidden`` must be a bool, and ``True`` only with a channel granularity and ``example_inputs``.
+
+    Raises:
+        PruningError: not a bool, or ``True`` without what it needs.
+    """
+    if not isinstance(hidden, bool):
+        raise PruningError(f"hidden must be True or False, got {hidden!r}")
+    if hidden and not (group.units and example_inputs is not None):
+        raise PruningError(f"hidden=True prunes the residual stream's channels: it needs granularity channel, "
+                           f"neuron or filter and example_inputs=, got granularity {group.name!r}"
+                           + ("" if example_inputs is not None else " without example_inputs"))
 
 
 def _current(t: Target) -> Tensor:

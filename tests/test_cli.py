@@ -112,7 +112,7 @@ def test_prune_flags_keep_their_names_and_defaults() -> None:
         "sparsity": None, "amount": None, "scaled": False, "criterion": "magnitude", "granularity": "unstructured",
         "scope": "global", "min_density": 0.0, "layer": [], "data": None, "finetune_epochs": 0, "seed": 0,
         "calibration_batches": 8, "compact": False, "quiet": False, "method": "merge", "device": None, "probes": None,
-        "latency": None, "batch_size": None, "round_to": None}
+        "latency": None, "batch_size": None, "round_to": None, "hidden": False}
     a = command._parser().parse_args(["prune", "m", "--sparsity", "0.5", "--min-density", "0.1", "--amount", "auto",
                                       "--scaled", "--calibration-batches", "3", "--seed", "2", "-o", "x", "-q"])
     assert (a.sparsity, a.min_density, a.amount, a.scaled, a.calibration_batches, a.seed, a.quiet) == (

@@ -84,6 +84,14 @@ class ChannelGraph:
         attention: names of packed multi-head attention modules; their ``rows`` are the rows
             of ``in_proj_weight`` (q, then k, then v) and their heads are removed by replacing
             them with :class:`.attention.PrunedMultiheadAttention`.
+        hidden: whether the residual stream is followed (``sc.prune(..., hidden=True)``): LayerNorms /
+            RMSNorms over channels then pass their channels on instead of freezing them.
+        stats: names of the norms over channels in ``norms`` (they normalise over the kept channels,
+            :mod:`secateurs.modules.norms`); only with ``hidden``.
+        params: ``{qualified parameter name: (axis, atom per entry along it, masked)}``: other parameters
+            with one entry per channel (embeddings, position embeddings, a class token, a layer-scale
+            ``gamma``), sliced with their channels; ``masked`` when a removed channel's entries must be
+            zeroed (added to the channel, not multiplied). Only with ``hidden``.
     """
 
     atoms: Atoms
@@ -94,6 +102,10 @@ class ChannelGraph:
     heads: dict[str, tuple[list[int], int]] = field(default_factory=dict)
     attention: set[str] = field(default_factory=set)
     via: dict[str, frozenset[str]] = field(default_factory=dict)
+    hidden: bool = False
+    stats: set[str] = field(default_factory=set)
+    params: dict[str, tuple[int, list[int], bool]] = field(default_factory=dict)
+    stream: str = ""  # with ``hidden``: why the residual stream could not be followed ("" when it was)
 
     def units(self) -> dict[int, list[tuple[str, int]]]:
         """Removable coupled channels: ``{root: [(module, row), ...]}`` over non-frozen roots."""

@@ -25,6 +25,7 @@ from torch import nn
 
 from .channels import NORMS, ChannelGraph, Labels
 from .nodes import arg, flatten_args, labels_of, op_name, shape_of
+from .stream import norm_labels, scaled, weight_owner
 
 UNKNOWN = object()
 """Returned by :func:`function` for an op it does not know (the caller freezes its inputs)."""
@@ -109,7 +110,7 @@ def function(node: fx.Node, model: nn.Module, g: ChannelGraph, env: dict[fx.Node
     if not method and target in NORM_FUNCTIONS:
         return _batch_norm(node, x, model, g)
     if not method and target is F.layer_norm:
-        return _layer_norm(node, x, g)
+        return _layer_norm(node, x, model, g)
     if not method and target in (F.group_norm, F.instance_norm):  # statistics over groups: kept (see docs)
         g.atoms.freeze(x.atoms, f"{getattr(target, '__name__', target)} (statistics over channel groups)")
         return Labels(x.axis, x.atoms, x.ops | {"norm"})
@@ -147,10 +148,15 @@ def _batch_norm(node: fx.Node, x: Labels, model: nn.Module, g: ChannelGraph) -> 
     return Labels(1, x.atoms, (x.ops - {NONZERO}) | {"norm"})  # a removed channel's zeroed entry gives 0
 
 
-def _layer_norm(node: fx.Node, x: Labels, g: ChannelGraph) -> Labels:
-    """Statistics over the channel axis mix channels: they are kept; over other axes they pass."""
+def _layer_norm(node: fx.Node, x: Labels, model: nn.Module, g: ChannelGraph) -> Labels:
+    """Statistics over the channel axis mix channels: they are kept (followed with ``hidden``, see
+    :mod:`.stream`); over other axes they pass."""
     shape = shape_of(node.args[0]) or ()
     normalized = arg(node, 1, "normalized_shape", ())
+    owner = weight_owner(arg(node, 2, "weight")) if g.hidden else None
+    followed = owner is not None and norm_labels(owner, model.get_submodule(owner), x, len(shape), g, -1)
+    if followed:
+        return followed
     if x.axis >= len(shape) - len(normalized):
         g.atoms.freeze(x.atoms, "a LayerNorm over channels (its statistics mix them)")
     return Labels(x.axis, x.atoms, x.ops | {"layer_norm"})
@@ -254,8 +260,9 @@ def with_constant(node: fx.Node, x: Labels, const: fx.Node, g: ChannelGraph) -> 
     per-channel one is kept whole by compaction, so the channels it meets are kept."""
     out, shape = shape_of(node) or (), shape_of(const) or ()
     at = x.axis - (len(out) - len(shape))
-    if 0 <= at < len(shape) and shape[at] != 1:
+    multiply = node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_")
+    if 0 <= at < len(shape) and shape[at] != 1 and not (g.hidden and multiply and scaled(x, const, g)):
         g.atoms.freeze(x.atoms, f"a per-channel parameter ({source(const)}) in {op_name(node)}")
-    if node.target in (operator.mul, torch.mul, operator.imul, "mul", "mul_"):
+    if multiply:
         return Labels(x.axis, x.atoms, x.ops)
     return Labels(x.axis, x.atoms, x.ops | {NONZERO})

@@ -35,6 +35,7 @@ from ..modules.attention import ATTENTION, packed
 from .channels import NORMS, Atoms, ChannelGraph, Labels
 from .functional import CONST, NONZERO, UNKNOWN, constant, function, owning_layer, with_constant
 from .nodes import fresh, freeze_all, labels_of, op_name, shape_of
+from .stream import norm_labels
 
 KEEPS_ZERO_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Hardtanh, nn.Hardswish, nn.Mish,
@@ -104,10 +105,11 @@ def _failing_module(model: nn.Module, exc: BaseException) -> tuple[str, str]:
     return name, f"{what}{f' (in {line})' if line else ''}"
 
 
-def traced_graph(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = ()) -> ChannelGraph:
-    """Trace ``model`` and label every channel (see the module docstring)."""
+def traced_graph(model: nn.Module, example_inputs: tuple[Any, ...], leaves: Sequence[str] = (),
+                 hidden: bool = False) -> ChannelGraph:
+    """Trace ``model`` and label every channel (see the module docstring; ``hidden``: :mod:`.stream`)."""
     gm = trace(model, example_inputs, leaves)
-    g = ChannelGraph(Atoms())
+    g = ChannelGraph(Atoms(), hidden=hidden)
     env: dict[fx.Node, Any] = {}
     for node in gm.graph.nodes:
         env[node] = _visit(node, model, g, env)
@@ -161,6 +163,9 @@ def _module(node: fx.Node, m: nn.Module, name: str, g: ChannelGraph, env: dict[f
         return _reduced(node, Labels(x.axis, x.atoms, x.ops | {NONZERO}), in_shape, type(m).__name__)
     if isinstance(m, nn.Flatten) and x is not None and in_shape is not None:
         return _flattened(x, in_shape, m.start_dim, m.end_dim, g)
+    followed = g.hidden and x is not None and in_shape is not None and norm_labels(name, m, x, len(in_shape), g)
+    if followed:
+        return followed
     freeze_all((node.args, node.kwargs), env, g, _unknown(node, m))
     return fresh(node, g)
 

@@ -15,7 +15,8 @@ the module structure instead of a trace:
   biases zero its attention output is exactly zero, so removing it changes nothing
   downstream.
 
-The residual stream (hidden size) is left alone: the layer norms read all of it.
+The residual stream (hidden size) is left alone: the layer norms read all of it. With ``hidden``
+(``sc.prune(..., hidden=True)``) it is one more coupled group (:mod:`.stream`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 
 from .channels import Atoms, ChannelGraph
 from .patterns import Attention, Mlp, attention_blocks, keeps_zero, mlp_blocks
+from .stream import structural_stream
 
 
 def recognised(model: nn.Module) -> bool:
@@ -65,12 +67,16 @@ def _mlp(g: ChannelGraph, m: Mlp) -> None:
     g.via[m.out] = frozenset({type(m.activation).__name__, *(("mul",) if gated else ())})
 
 
-def structural_graph(model: nn.Module) -> ChannelGraph:
-    """Channel graph of the heads and MLP neurons of every recognised block."""
-    g = ChannelGraph(Atoms())
-    for a in attention_blocks(model):
+def structural_graph(model: nn.Module, hidden: bool = False) -> ChannelGraph:
+    """Channel graph of the heads and MLP neurons of every recognised block (and its residual stream)."""
+    g = ChannelGraph(Atoms(), hidden=hidden)
+    blocks, mlps = attention_blocks(model), []
+    for a in blocks:
         _heads(g, a)
     for m in mlp_blocks(model):
         if m.out not in g.cols and not any(n in g.rows for n in m.inputs):  # not an attention projection
             _mlp(g, m)
+            mlps.append(m)
+    if hidden:
+        g.stream = structural_stream(model, g, blocks, mlps)
     return g

@@ -58,6 +58,9 @@ def prune(
         raise PruningError("give sc.prune either sparsity= (a fraction of weights) or latency= (a fraction of the "
                            f"dense latency), not {'both' if latency is not None else 'neither'}")
     if latency is not None:
+        if options.pop("hidden", False):
+            raise PruningError("hidden=True prunes to a sparsity; with latency= the residual stream is kept "
+                               "(leave hidden out)")
         return prune_to_latency(model, latency, batch_size=1 if batch_size is None else batch_size,
                                 round_to="auto" if round_to is None else round_to, **options)
     if batch_size is not None:

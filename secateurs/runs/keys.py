@@ -30,7 +30,7 @@ A stage kind now has only its own fields; :func:`key` hashes each stage as that 
 own fields over these), so rounds saved before stage kinds existed keep their key and are still reused."""
 
 STAGE_FIELDS_ADDED: dict[str, Any] = {"method": "merge", "probes": None, "latency": None, "batch_size": None,
-                                      "round_to": None}
+                                      "round_to": None, "hidden": False}
 """Fields added to stage kinds since, with their default: left out of the key while they have it, so older
 recipes keep their key."""
 

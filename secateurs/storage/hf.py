@@ -3,7 +3,8 @@
 :func:`export_hf` bakes the masks into a copy of the model, writes the new widths of a
 compacted model into its config — ``num_attention_heads`` / ``n_head`` / ``n_heads``,
 ``num_key_value_heads``, ``head_dim`` when heads were removed, ``intermediate_size`` /
-``n_inner`` / ``hidden_dim`` when MLP neurons were — and saves it with the model's own
+``n_inner`` / ``hidden_dim`` when MLP neurons were, ``hidden_size`` / ``n_embd`` / ``dim`` when the residual
+stream was (``sc.prune(..., hidden=True)``) — and saves it with the model's own
 ``save_pretrained``, so ``AutoModel.from_pretrained(out_dir)`` loads it with ``transformers``
 alone. A config holds one size per kind for all layers: the layers must agree, and before
 anything is written the shapes of a model built from the new config are compared with the
@@ -25,10 +26,13 @@ from torch import nn
 from .. import masking
 from ..errors import PruningError
 from ..graph.patterns import attention_blocks, mlp_blocks
+from ..modules import norms
 
 HEADS = ("num_attention_heads", "n_head", "n_heads")
 KV_HEADS = ("num_key_value_heads",)
 MLP = ("intermediate_size", "n_inner", "hidden_dim", "ffn_dim")
+HIDDEN = ("hidden_size", "n_embd", "dim", "d_model")
+FOLLOWS_HIDDEN = ("pooler_output_size",)
 
 
 def _uniform(kind: str, sizes: dict[str, int]) -> int | None:
@@ -45,16 +49,22 @@ def _uniform(kind: str, sizes: dict[str, int]) -> int | None:
 
 
 def compacted_sizes(model: nn.Module) -> dict[str, int]:
-    """``{"heads", "kv_heads", "head_dim", "mlp"}``: the sizes every recognised block has now."""
+    """``{"heads", "kv_heads", "head_dim", "mlp", "hidden"}``: the sizes every recognised block has now."""
     attn = attention_blocks(model)
     out: dict[str, int] = {}
     for key, sizes in (("heads", {a.holder: a.heads for a in attn}), ("kv_heads", {a.holder: a.kv_heads for a in attn}),
                        ("head_dim", {a.holder: a.head_size for a in attn}),
-                       ("mlp", {m.out: m.width for m in mlp_blocks(model)})):
+                       ("mlp", {m.out: m.width for m in mlp_blocks(model)}),
+                       ("hidden", {a.q: _inputs(model.get_submodule(a.q)) for a in attn})):
         value = _uniform(key.replace("_", " "), sizes)
         if value is not None:
             out[key] = value
     return out
+
+
+def _inputs(layer: nn.Module) -> int:
+    """Input features of a Linear or Conv1D (the residual stream's width, for a q projection)."""
+    return int(masking.as_rows(layer, masking.original(layer)).shape[1])
 
 
 def _set_first(config: Any, names: tuple[str, ...], value: int) -> None:
@@ -75,6 +85,12 @@ def updated_config(model: nn.Module) -> Any:
         _set_first(config, KV_HEADS, sizes["kv_heads"])
     if "mlp" in sizes:
         _set_first(config, MLP, sizes["mlp"])
+    old = next((getattr(config, n) for n in HIDDEN if isinstance(getattr(config, n, None), int)), None)
+    if "hidden" in sizes and old is not None and sizes["hidden"] != old:
+        _set_first(config, HIDDEN, sizes["hidden"])
+        for name in FOLLOWS_HIDDEN:  # sizes a config keeps apart that equal the hidden size (ViT's pooler)
+            if getattr(config, name, None) == old:
+                setattr(config, name, sizes["hidden"])
     return config
 
 
@@ -116,6 +132,11 @@ def export_hf(model: nn.Module, out_dir: str | os.PathLike[str]) -> Path:
             f"export_hf needs a transformers PreTrainedModel, got {type(model).__name__}; "
             "save other models with sc.save (or state_dict plus their new widths)"
         )
+    hooked = norms.hooked(model)
+    if hooked:
+        raise PruningError(f"export_hf: the residual stream was pruned (hidden=True) and {len(hooked)} norms "
+                           f"({hooked[0]}, ...) normalise over its kept channels, which a config cannot express; "
+                           "export the compacted model: sc.export_hf(sc.compact(model, example_inputs), out_dir)")
     baked = masking.finalize(copy.deepcopy(model))
     config = updated_config(baked)
     _check_shapes(baked, config)

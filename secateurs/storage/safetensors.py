@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .. import masking, zoo
 from ..errors import PruningError
 from ..files import atomic_write
+from ..modules import norms
 from ..surgery.records import SURGERY_ATTR, replay
 from ..zoo.models import ARCH_ATTR
 from . import sparse as sparse_format
@@ -201,7 +202,20 @@ def load(path: str | os.PathLike[str], model: nn.Module | None = None) -> nn.Mod
             state[key] = value
     model.load_state_dict(state, strict=True)
     masking.tie(model)  # tied weights (a head and its embedding) share one mask again
+    _kept_statistics(model)
     return model
+
+
+def _kept_statistics(model: nn.Module) -> None:
+    """Norms over the residual stream whose masks remove whole channels (weight and bias alike, as
+    ``sc.prune(..., hidden=True)`` leaves them) normalise over the kept channels again."""
+    for module in model.modules():
+        if norms.width(module) is None:
+            continue
+        weight = masking.get_mask(module, "weight")
+        bias = masking.get_mask(module, "bias") if getattr(module, "bias", None) is not None else weight
+        if weight is not None and bias is not None and not bool(weight.all()) and torch.equal(weight, bias):
+            norms.keep_statistics(module)
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:

@@ -26,6 +26,7 @@ from .. import masking
 from ..graph import NORMS, ChannelGraph, analyse
 from ..graph.patterns import HEAD_PARAMS, SCALED
 from ..inputs import as_inputs, call_model, check_same, evaluating, first_tensor
+from ..modules import norms
 from ..modules.attention import row_tensors
 from .records import apply, record
 
@@ -45,13 +46,22 @@ def _zero_rows(module: nn.Module) -> Tensor:
 def _zero_norm(module: nn.Module) -> Tensor:
     """Channels whose norm output is exactly 0 for a zero input: weight and bias both 0.
 
-    Without affine parameters a norm maps 0 to ``-mean/std``, so no channel is dead.
+    Without affine parameters a norm maps 0 to ``-mean/std``, so no channel is dead. A LayerNorm / RMSNorm
+    over the residual stream (``hidden=True``) outputs 0 where its weight (and bias, when it has one) is 0.
     """
+    if norms.width(module) is not None:
+        return ~norms.live(module)
     parts = [t.detach() == 0 for t in (getattr(module, "weight", None), getattr(module, "bias", None))
              if t is not None]
     if len(parts) < 2:
         return torch.zeros(module.num_features, dtype=torch.bool, device="cpu")
     return parts[0] & parts[1]
+
+
+def _tensor(model: nn.Module, name: str) -> Tensor:
+    """The tensor ``name`` (``a.b.weight``) as the module computes with it (masked)."""
+    module_name, _, tensor_name = name.rpartition(".")
+    return getattr(model.get_submodule(module_name), tensor_name)
 
 
 def dead_roots(model: nn.Module, g: ChannelGraph) -> set[int]:
@@ -69,6 +79,11 @@ def dead_roots(model: nn.Module, g: ChannelGraph) -> set[int]:
         for a, d in zip(atoms, _zero_norm(model.get_submodule(name)).tolist()):
             if not d:
                 alive.add(g.atoms.find(a))
+    for name, (axis, atoms, masked) in g.params.items():  # an embedding or a token added to the channel
+        if masked:
+            value = _tensor(model, name)
+            live = value.detach().movedim(axis, 0).reshape(len(atoms), -1).any(dim=1)
+            alive.update(g.atoms.find(a) for a, x in zip(atoms, live.tolist()) if x)
     dead = seen - alive
     for atoms in g.rows.values():  # every module keeps one row at least
         roots = [g.atoms.find(a) for a in atoms]
@@ -95,6 +110,11 @@ def plan(model: nn.Module, g: ChannelGraph) -> dict[str, dict[str, Any]]:
             keep = [i for i, a in enumerate(atoms) if g.atoms.find(a) not in dead]
             if len(keep) < len(atoms):
                 out.setdefault(name, {})[kind] = keep
+    for name, (axis, atoms, _) in g.params.items():  # per-channel parameters: embeddings, tokens, layer scales
+        keep = [i for i, a in enumerate(atoms) if g.atoms.find(a) not in dead]
+        if len(keep) < len(atoms):
+            module_name, _, tensor_name = name.rpartition(".")
+            out.setdefault(module_name, {}).setdefault("slices", {})[tensor_name] = [axis, keep]
     for name, (atoms, size) in g.heads.items():  # head counts the module reads in forward
         kept = sum(g.atoms.find(a) not in dead for a in atoms)
         if kept < len(atoms):
@@ -126,15 +146,43 @@ def compact(model: nn.Module, example_inputs: Any, leaf_modules: Sequence[str] =
         RuntimeError: the compacted outputs differ from the masked model's (a bug: please report it).
     """
     inputs = as_inputs(example_inputs)
-    g = analyse(model, inputs, leaf_modules)
+    g = analyse(model, inputs, leaf_modules, hidden=bool(norms.hooked(model)))  # the residual stream pruned
     step = plan(model, g)
     new = masking.finalize(copy.deepcopy(model))
+    tied = masking.tied(new)
     apply(new, step)
+    _tie_again(tied)
     record(new, step)
+    for name, change in step.items():  # narrowed, a norm computes over its kept channels itself
+        if "norm" in change:
+            norms.drop_statistics(new.get_submodule(name))
     with torch.no_grad(), evaluating(model, new):
-        check_same(first_tensor(call_model(model, inputs)), first_tensor(call_model(new, inputs)), "compact",
-                   rtol=TOLERANCE)
+        reference, out = first_tensor(call_model(model, inputs)), first_tensor(call_model(new, inputs))
+        check_same(stream_outputs(reference, out, step, g), out, "compact", rtol=TOLERANCE)
     return new
+
+
+def _tie_again(groups: list[list[tuple[nn.Module, str]]]) -> None:
+    """Tensors tied before compaction (a language-model head and its token embedding), each sliced alike
+    (``hidden=True`` cuts both along the residual stream), are one parameter again."""
+    for (first, name), *rest in groups:
+        shared = getattr(first, name)
+        for module, other in rest:
+            if isinstance(shared, nn.Parameter) and getattr(module, other).shape == shared.shape:
+                setattr(module, other, shared)
+
+
+def stream_outputs(reference: Any, out: Any, step: dict[str, dict[str, Any]], g: ChannelGraph) -> Any:
+    """The masked model's outputs as the compacted model gives them: a model that returns its residual
+    stream (a Hugging Face base model's hidden states, pruned with ``hidden=True``) returns its kept
+    channels only, so the reference keeps those (the entries a narrowed norm over the stream kept)."""
+    if not isinstance(reference, Tensor) or not isinstance(out, Tensor) or reference.shape == out.shape:
+        return reference
+    for name in g.stats:
+        kept = step.get(name, {}).get("norm")
+        if kept is not None and reference.shape[-1] == len(g.norms[name]) and out.shape[-1] == len(kept):
+            return reference.index_select(-1, torch.tensor(kept, dtype=torch.long, device=reference.device))
+    return reference
 
 
 __all__ = ["NORMS", "compact", "dead_roots", "plan"]

@@ -9,7 +9,10 @@ A record is a list of *steps*; a step maps module names to changes:
   (:data:`~secateurs.graph.patterns.HEAD_PARAMS`, Swin's relative position biases);
 - ``{"heads": [...]}``: the heads of an ``nn.MultiheadAttention`` kept (it is replaced by a
   :class:`~secateurs.modules.attention.PrunedMultiheadAttention`);
-- ``{"runtime": {"keep": k, "hidden": h}}``: the conv wrapped by a runtime gate (:mod:`.gates`).
+- ``{"runtime": {"keep": k, "hidden": h}}``: the conv wrapped by a runtime gate (:mod:`.gates`);
+- ``{"slices": {tensor: [axis, [...]]}}``: the entries kept along ``axis`` of a module's own parameters
+  with one entry per channel of the residual stream (an embedding, a class token, a layer-scale
+  ``gamma``; ``sc.prune(..., hidden=True)``).
 
 The record lives on the model as the attribute :data:`SURGERY_ATTR`, is saved in the file's
 header, and :func:`replay` applies it to a fresh model before the weights are loaded.
@@ -26,6 +29,7 @@ from torch import Tensor, nn
 from .. import masking
 from ..errors import PruningError
 from ..graph.patterns import HEAD_PARAMS, SCALED
+from ..modules import norms
 from ..modules.attention import PrunedMultiheadAttention
 from ..progress import track
 from .gates import RuntimeGate, wrap_convs
@@ -66,7 +70,14 @@ def shrink(module: nn.Module, change: dict[str, Any]) -> None:
         idx = change["norm"]
         for name in ("weight", "bias", "running_mean", "running_var"):
             _set(module, name, _take(getattr(module, name, None), 0, idx))
-        module.num_features = len(idx)
+        if norms.width(module) is None:
+            module.num_features = len(idx)
+        elif isinstance(getattr(module, "normalized_shape", None), tuple):  # LayerNorm, nn.RMSNorm
+            module.normalized_shape = (len(idx),)
+    for name, (axis, idx) in change.get("slices", {}).items():
+        _set(module, name, _take(getattr(module, name), axis, idx))
+        if isinstance(module, nn.Embedding) and name == "weight":
+            module.embedding_dim = len(idx)
     flip = int(masking.transposed(module))  # Conv1D stores (in, out): its rows are dim 1
     if "rows" in change:
         idx = change["rows"]
@@ -99,7 +110,7 @@ attention module, :data:`secateurs.graph.patterns.SCALED`): anything else in a f
 MAX_HIDDEN = 4096
 """The widest side network a ``runtime`` record may ask for (gates use 16 by default)."""
 
-_KEYS = {"rows", "cols", "norm", "attrs", "heads", "head_params", "runtime"}
+_KEYS = {"rows", "cols", "norm", "attrs", "heads", "head_params", "runtime", "slices"}
 
 
 def _indices(value: Any, size: int, where: str) -> None:
@@ -129,9 +140,12 @@ def _check_change(model: nn.Module, name: str, change: Any) -> None:
                                    f"not {type(module).__name__}")
             _indices(change[kind], masking.as_rows(module, weight).shape[dim], f"{where} {kind}")
     if "norm" in change:
-        if not isinstance(getattr(module, "num_features", None), int):
+        size = norms.width(module) or getattr(module, "num_features", None)
+        if not isinstance(size, int):
             raise PruningError(f"surgery record {where}: norm applies to a norm layer, not {type(module).__name__}")
-        _indices(change["norm"], module.num_features, f"{where} norm")
+        _indices(change["norm"], size, f"{where} norm")
+    if "slices" in change:
+        _check_slices(module, change["slices"], where)
     attrs = change.get("attrs", {})
     if not isinstance(attrs, dict) or not set(attrs) <= ATTRS or not all(
             hasattr(module, a) and type(v) is int and 0 < v <= getattr(module, a) for a, v in attrs.items()):
@@ -149,6 +163,22 @@ def _check_change(model: nn.Module, name: str, change: Any) -> None:
         _indices(change["heads"], module.num_heads, f"{where} heads")
     if "runtime" in change:
         _check_runtime(module, change["runtime"], where)
+
+
+def _check_slices(module: nn.Module, value: Any, where: str) -> None:
+    """``{tensor name: [axis, indices]}`` over the module's own parameters."""
+    if not isinstance(value, dict) or not value:
+        raise PruningError(f"surgery record {where}: slices must map parameter names to [axis, indices], "
+                           f"got {str(value)[:60]!r}")
+    own = masking.tensor_names(module)
+    for name, entry in value.items():
+        if name not in own or not isinstance(entry, list) or len(entry) != 2 or type(entry[0]) is not int:
+            raise PruningError(f"surgery record {where}: slices entry {str(name)[:40]!r} must name a parameter of "
+                               f"{type(module).__name__} ({', '.join(own)}) with [axis, indices]")
+        shape = masking.original(module, name).shape
+        if not 0 <= entry[0] < len(shape):
+            raise PruningError(f"surgery record {where}: slices axis {entry[0]} of {name} outside [0, {len(shape)})")
+        _indices(entry[1], shape[entry[0]], f"{where} slices {name}")
 
 
 def _check_runtime(module: nn.Module, value: Any, where: str) -> None:

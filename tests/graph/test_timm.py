@@ -153,3 +153,35 @@ def test_a_norm_between_the_units_and_the_output_keeps_them_and_says_so():
         result = sc.prune(m, 0.5, granularity="channel", scope="local", example_inputs=(x,))
     assert any(n.startswith("blocks.0.mlp.fc1: 768 of 768") and "mlp.norm" in n for n in result.notes)
     assert sc.compact(m, (x,)).blocks[0].attn.num_heads == 3
+
+
+HIDDEN = {  # name: (builder, input size, the most parameters left: Torch-Pruning 1.6 at 50% in BENCHMARKS.md)
+    "convnext_atto": (lambda: timm.create_model("convnext_atto", num_classes=4).eval(), 32, 0.40),
+    "vit_tiny": (TRANSFORMERS["vit_tiny"], 32, 0.27),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HIDDEN))
+def test_hidden_true_prunes_the_residual_stream_and_compacts_exactly(name, tmp_path):
+    make, size, most = HIDDEN[name]
+    torch.manual_seed(0)
+    m, x = make(), torch.randn(2, 3, size, size)
+    with pytest.warns(UserWarning, match="hidden=True removed channels of the residual stream"):
+        result = sc.prune(m, 0.5, granularity="channel", scope="local", example_inputs=(x,), hidden=True)
+    assert result.sliced_norms and not any("channels kept (module" in n for n in result.notes)
+    small = sc.compact(m, (x,))
+    with torch.no_grad():
+        assert (small(x) - m(x)).abs().max() <= 1e-4
+    assert _params(small) / _params(m) <= most
+    _round_trip(small, tmp_path / "m.safetensors", make, x)
+
+
+def test_hidden_true_leaves_a_norm_over_the_heads_to_the_block():
+    m, x = _vit("vit_tiny_patch16_224", patch_size=8, depth=1, scale_attn_norm=True), torch.randn(1, 3, 32, 32)
+    g = graph.analyse(m, (x,), hidden=True)
+    assert "blocks.0.attn.norm" not in g.norms and "blocks.0.norm1" in g.norms
+    sc.prune(m, 0.5, granularity="channel", scope="local", example_inputs=(x,), hidden=True)
+    small = sc.compact(m, (x,))
+    with torch.no_grad():
+        assert (small(x) - m(x)).abs().max() <= 1e-4
+    assert small.blocks[0].attn.num_heads == 3 and small.blocks[0].attn.norm.normalized_shape == (192,)

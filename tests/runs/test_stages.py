@@ -213,6 +213,8 @@ def test_latency_stage_prunes_to_a_measured_latency_and_reports_it(tmp_path):
     ("{sparsity: 0.5, round_to: 8}", "need granularity channel"),
     ("{latency: 1.5, granularity: channel}", "less than or equal to 1"),
     ("{sparsity: 0.5, granularity: channel, round_to: 0}", "round_to must be"),
+    ("{sparsity: 0.5, hidden: true}", "hidden needs granularity channel"),
+    ("{latency: 0.5, granularity: channel, hidden: true}", "hidden needs .* with latency"),
 ])
 def test_latency_and_round_to_errors(stage, words):
     with pytest.raises(recipes.RecipeError, match=words):

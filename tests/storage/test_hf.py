@@ -84,3 +84,24 @@ def test_masked_model_exports_baked_weights_and_replaces_an_old_folder(tmp_path)
 def test_a_model_that_is_not_from_transformers_is_refused(tmp_path):
     with pytest.raises(sc.PruningError, match="export_hf needs a transformers PreTrainedModel, got Linear"):
         sc.export_hf(torch.nn.Linear(2, 2), tmp_path / "out")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_hidden_width_round_trips_through_from_pretrained(family, tmp_path):
+    pytest.importorskip("transformers")
+    model, x = FAMILIES[family][0]()
+    model.eval()
+    with pytest.warns(UserWarning, match="hidden=True removed channels of the residual stream"):
+        result = sc.prune(model, 0.5, granularity="channel", scope="local", example_inputs=x, hidden=True)
+    assert len(result.sliced_norms) == 5  # two per layer and the final (or embedding) norm
+    with pytest.raises(sc.PruningError, match="export the compacted model"):
+        sc.export_hf(model, tmp_path / "masked")
+    small = sc.compact(model, x)
+    if hasattr(small, "lm_head"):
+        assert small.lm_head.weight is small.get_input_embeddings().weight  # sliced alike, one parameter again
+    back = _auto(model).from_pretrained(sc.export_hf(small, tmp_path / "out")).eval()
+    with torch.no_grad():
+        assert (output(back(*x)) - output(small(*x))).abs().max() <= 1e-4
+    assert back.config.hidden_size == 16
+    if hasattr(back, "lm_head"):
+        assert back.lm_head.weight is back.get_input_embeddings().weight  # still tied

@@ -44,6 +44,10 @@ class OneShot(Sparsity, Scored, StageBase):
                                                                      "this (channel granularity), or auto: "
                                                                      "measured on this machine")
 
+    hidden: bool = Field(False, description="also prune the residual stream (hidden width) of transformers and "
+                                            "norm-coupled CNNs (channel granularity, with sparsity); its norms "
+                                            "then normalise over the kept channels, so outputs change")
+
     @field_validator("round_to")
     @classmethod
     def _round_to(cls, v: int | str | None) -> int | str | None:
@@ -58,6 +62,9 @@ class OneShot(Sparsity, Scored, StageBase):
         if (self.latency is not None or self.round_to not in (None, 1)) and not self.removes_units():
             raise ValueError(f"latency and round_to need granularity channel, neuron or filter, "
                              f"got {self.granularity}")
+        if self.hidden and (self.latency is not None or not self.removes_units()):
+            raise ValueError(f"hidden needs granularity channel, neuron or filter and sparsity (not latency), "
+                             f"got granularity {self.granularity}" + (" with latency" if self.latency else ""))
         return self
 
     def _needing(self) -> str:
@@ -72,7 +79,7 @@ class OneShot(Sparsity, Scored, StageBase):
         data = ctx.calibration(self.calibration_batches)
         if self.latency is None:
             prune(ctx.model, self.sparsity, data=data, loss_fn=F.cross_entropy, example_inputs=ctx.example,
-                  round_to=self.round_to, **self.options())
+                  round_to=self.round_to, hidden=self.hidden, **self.options())
             label = f"prune {ctx.index}: {self.criterion} {self.scope} {self.sparsity:.0%}"
             extra = {} if before is None else _latency(compare_latency(before, ctx.model, ctx.example,
                                                                        self.batch_size or 1))
